@@ -1,0 +1,1 @@
+"""The ``.geobind`` accessors on xarray and GeoPandas objects (thin shells over ``inference``)."""

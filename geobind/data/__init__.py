@@ -1,0 +1,1 @@
+"""Reading GeoTIFFs and point manifests, pairing them, transforms, torchgeo datasets, samplers."""

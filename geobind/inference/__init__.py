@@ -1,0 +1,1 @@
+"""Tiling rasters into chips, batched embedding, georeferenced grids, similarity and Zarr stores."""

@@ -1,0 +1,1 @@
+"""Binding stages (LightningModules), the InfoNCE loss, datamodules and retrieval metrics."""
