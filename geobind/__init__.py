@@ -14,12 +14,28 @@ from __future__ import annotations
 from geobind._version import __version__
 from geobind.errors import GeoBindError, GeoBindWarning
 
-__all__ = ["GeoBindError", "GeoBindWarning", "__version__", "generate_world"]
+__all__ = [
+    "GeoBind",
+    "GeoBindError",
+    "GeoBindWarning",
+    "__version__",
+    "generate_world",
+    "list_models",
+    "load",
+]
+
+# PEP 562: public names from submodules (and torch behind them) load on first access
+_LAZY = {
+    "generate_world": "geobind.synth",
+    "GeoBind": "geobind.models",
+    "load": "geobind.models",
+    "list_models": "geobind.models.presets",
+}
 
 
-def __getattr__(name: str):  # PEP 562: public names from submodules load on first access
-    if name == "generate_world":
-        from geobind.synth import generate_world
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return generate_world
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'geobind' has no attribute {name!r}")

@@ -86,6 +86,29 @@ def synth(
         typer.echo(f"  preview: {world.root / 'preview.png'}")
 
 
+@app.command("convert-clap")
+def convert_clap(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="LAION-CLAP checkpoint (.pt or .safetensors).")
+    ],
+    out: Annotated[Path, typer.Argument(help="Folder to write (config.json + model.safetensors).")],
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow unpickling a .pt file. Pickles can run code: only for files you trust.",
+        ),
+    ] = False,
+) -> None:
+    """Convert a LAION-CLAP checkpoint's audio tower to safetensors, once, for geobind.load."""
+    from geobind.models.clap_convert import convert_laion_clap
+
+    folder = convert_laion_clap(checkpoint, out, trust_pickle=trust_pickle)
+    typer.echo(
+        f"audio tower written to {folder}; use it with geobind.load({{'audio': '{folder}'}})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it).
 

@@ -22,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "OutputExistsError",
+    "UntrustedPickleError",
     "WeightsNotFoundError",
 ]
 
@@ -44,6 +45,10 @@ class ModelFileError(GeoBindError, OSError):
 
 class WeightsNotFoundError(ModelFileError, FileNotFoundError):
     """Pretrained weights are not available locally (and the hub is not reachable)."""
+
+
+class UntrustedPickleError(ModelFileError, PermissionError):
+    """A file is a Python pickle (which can run code when loaded) and was not marked as trusted."""
 
 
 class OutputExistsError(GeoBindError, FileExistsError):

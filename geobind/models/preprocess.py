@@ -1,0 +1,200 @@
+"""Preprocessing that travels with the encoders: satellite chips, ground photos, audio clips."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geobind.errors import InputDataError
+
+__all__ = ["audio_windows", "load_audio", "load_image", "prepare_chips"]
+
+_REFLECTANCE_SCALE = 10_000.0  # uint16/int16 surface reflectance × 10 000 (Sentinel-2 L2A, Landsat)
+
+
+def _as_chip_batch(chips: Any) -> list[np.ndarray]:
+    """Accept a (C, H, W) array/tensor, a (B, C, H, W) batch, or a sequence of (C, H, W) items."""
+    if hasattr(chips, "detach"):
+        chips = chips.detach().cpu().numpy()
+    if isinstance(chips, np.ndarray):
+        if chips.ndim == 3:
+            return [chips]
+        if chips.ndim == 4:
+            return list(chips)
+        raise InputDataError(
+            f"satellite chips must be (bands, height, width) or (batch, bands, height, width); "
+            f"got an array of shape {chips.shape}"
+        )
+    items = [c.detach().cpu().numpy() if hasattr(c, "detach") else np.asarray(c) for c in chips]
+    for c in items:
+        if c.ndim != 3:
+            raise InputDataError(f"each chip must be (bands, height, width); got shape {c.shape}")
+    return items
+
+
+def _scale(chip: np.ndarray, scale: str | float) -> np.ndarray:
+    if scale == "auto":
+        if chip.dtype == np.uint8:
+            divisor = 255.0
+        elif chip.dtype in (np.uint16, np.int16, np.uint32, np.int32):
+            divisor = _REFLECTANCE_SCALE
+        elif np.issubdtype(chip.dtype, np.floating):
+            divisor = 1.0
+        else:
+            raise InputDataError(f"cannot scale chips of dtype {chip.dtype}; pass scale=<divisor>")
+    else:
+        divisor = float(scale)
+    out = chip.astype(np.float32) / np.float32(divisor)
+    return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def prepare_chips(
+    chips: Any,
+    *,
+    bands: Sequence[int],
+    scale: str | float,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+):
+    """Turn raw chips into a normalised ``(B, 3, image_size, image_size)`` float32 tensor.
+
+    Band selection uses 1-based band numbers (``bands=[1, 2, 3]`` takes RGB from an RGB+NIR raster;
+    ``[1, 1, 1]`` repeats a single band). ``scale="auto"`` maps uint8 by 1/255, 16/32-bit integers
+    as reflectance × 10 000, and floats as reflectance in [0, 1]; a number divides. NaN becomes 0.
+    Chips of another size are resized (bilinear, antialiased), then CLIP's mean/std apply.
+
+    Example:
+        >>> import numpy as np
+        >>> chip = np.full((4, 40, 40), 128, np.uint8)
+        >>> x = prepare_chips(chip, bands=[1, 2, 3], scale="auto", image_size=32,
+        ...                   mean=[0.5] * 3, std=[0.5] * 3)
+        >>> tuple(x.shape), round(float(x[0, 0, 0, 0]), 3)
+        ((1, 3, 32, 32), 0.004)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    items = _as_chip_batch(chips)
+    need = max(bands)
+    out = []
+    for chip in items:
+        if chip.shape[0] < need:
+            raise InputDataError(
+                f"the model reads bands {list(bands)} (1-based) but a chip has only "
+                f"{chip.shape[0]} band(s); pass bands=[...] naming the red, green and blue bands "
+                "(e.g. bands=[1, 1, 1] for a single-band raster)"
+            )
+        out.append(_scale(chip[[b - 1 for b in bands]], scale))
+    shapes = {c.shape for c in out}
+    if len(shapes) > 1:
+        raise InputDataError(f"chips in one batch must share a shape; got {sorted(shapes)}")
+    x = torch.from_numpy(np.stack(out))
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def load_image(item: Any):
+    """A PIL RGB image from a path, PIL image or (H, W, 3) uint8 array, rotated as EXIF says.
+
+    Example:
+        >>> import numpy as np
+        >>> load_image(np.zeros((8, 6, 3), np.uint8)).size
+        (6, 8)
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(item, str | os.PathLike):
+        try:
+            with Image.open(item) as im:
+                item = ImageOps.exif_transpose(im)  # a loaded copy, rotated as the camera meant
+        except FileNotFoundError:
+            raise InputDataError(f"photo {item} does not exist") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise InputDataError(f"cannot read photo {item}: {err}") from None
+    elif isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise InputDataError(f"photo arrays must be (height, width, 3); got {item.shape}")
+        item = Image.fromarray(np.ascontiguousarray(item[..., :3]).astype(np.uint8))
+    elif isinstance(item, Image.Image):
+        item = ImageOps.exif_transpose(item)
+    else:
+        raise InputDataError(
+            f"a photo must be a path, PIL image or array; got {type(item).__name__}"
+        )
+    return item.convert("RGB")
+
+
+def load_audio(item: Any, sample_rate: int, *, source_rate: int | None = None) -> np.ndarray:
+    """Mono float32 samples at ``sample_rate`` from a path, an array, or an ``(array, rate)`` pair.
+
+    Multi-channel audio is mixed down (channels last, or first when there are fewer rows than
+    columns); other rates are resampled with a polyphase filter (``scipy.signal.resample_poly``).
+
+    Example:
+        >>> import numpy as np
+        >>> x = load_audio((np.zeros((2, 8000), np.float32), 8000), 48000)
+        >>> x.shape, x.dtype
+        ((48000,), dtype('float32'))
+    """
+    if isinstance(item, tuple) and len(item) == 2:
+        item, source_rate = item
+    if isinstance(item, str | os.PathLike):
+        import soundfile as sf
+
+        path = Path(item)
+        if not path.is_file():
+            raise InputDataError(f"audio file {path} does not exist")
+        try:
+            samples, source_rate = sf.read(path, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            raise InputDataError(f"cannot read audio file {path}: {err}") from None
+        samples = samples.mean(axis=1)
+    else:
+        samples = np.asarray(item, dtype=np.float32)
+        if source_rate is None:
+            raise InputDataError("audio arrays need their sample rate: pass (array, rate)")
+        if samples.ndim == 2:
+            samples = samples.mean(axis=0 if samples.shape[0] < samples.shape[1] else 1)
+        elif samples.ndim != 1:
+            raise InputDataError(f"audio arrays must be 1-D or 2-D; got shape {samples.shape}")
+    if samples.size == 0:
+        raise InputDataError("the audio clip is empty (no samples)")
+    if not np.isfinite(samples).all():
+        raise InputDataError("the audio clip contains NaN or infinite samples")
+    if source_rate != sample_rate:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(source_rate), int(sample_rate))
+        samples = resample_poly(samples, sample_rate // g, int(source_rate) // g).astype(np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def audio_windows(samples: np.ndarray, window: int, max_windows: int) -> list[np.ndarray]:
+    """Split a clip into windows of ``window`` samples; at most ``max_windows``, evenly spread.
+
+    A clip no longer than one window is returned whole (the feature extractor pads it). Longer clips
+    give consecutive windows (the last one aligned to the clip's end); when there are more than
+    ``max_windows``, an evenly spaced subset is kept so cost stays bounded for hour-long recordings.
+
+    Example:
+        >>> import numpy as np
+        >>> [len(w) for w in audio_windows(np.zeros(25), 10, 8)]
+        [10, 10, 10]
+    """
+    n = len(samples)
+    if n <= window:
+        return [samples]
+    count = math.ceil(n / window)
+    starts = np.minimum(np.arange(count) * window, n - window)
+    if count > max_windows:
+        starts = starts[np.linspace(0, count - 1, max_windows).round().astype(int)]
+    return [samples[s : s + window] for s in starts]

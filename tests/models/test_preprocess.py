@@ -1,0 +1,137 @@
+"""Preprocessing: dtypes, bands, photos with EXIF, audio rates/channels/lengths, text edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from geobind.errors import InputDataError
+from geobind.models.preprocess import audio_windows, load_audio, load_image, prepare_chips
+
+KW = {"bands": [1, 2, 3], "scale": "auto", "image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "expected"),
+    [
+        (np.uint8, 255, 1.0),
+        (np.uint16, 5000, 0.5),
+        (np.float32, 0.25, 0.25),
+        (np.float64, 2.0, 1.0),
+    ],
+)
+def test_dtype_scaling(dtype, value, expected):
+    chip = np.full((3, 16, 16), value, dtype)
+    x = prepare_chips(chip, **KW)
+    assert x.dtype == torch.float32
+    assert torch.allclose(x, torch.full_like(x, expected))
+
+
+def test_band_selection_and_counts():
+    chip = np.stack([np.full((16, 16), v, np.uint8) for v in (10, 20, 30, 40, 50)])
+    x = prepare_chips(chip, **{**KW, "bands": [3, 2, 1]})
+    assert [round(float(v) * 255) for v in x[0, :, 0, 0]] == [30, 20, 10]
+    four = prepare_chips(chip[:4], **KW)  # RGB+NIR: NIR is ignored
+    assert torch.equal(four, prepare_chips(chip[:3], **KW))
+    with pytest.raises(InputDataError, match="only 1 band"):
+        prepare_chips(chip[:1], **KW)
+    with pytest.raises(InputDataError, match="only 2 band"):
+        prepare_chips(chip[:2], **KW)
+    grey = prepare_chips(chip[:1], **{**KW, "bands": [1, 1, 1]})
+    assert grey.shape == (1, 3, 16, 16)
+
+
+def test_resize_nan_and_shapes():
+    chip = np.full((3, 40, 24), 0.5, np.float32)
+    chip[0, 0, 0] = np.nan
+    x = prepare_chips([chip, chip], **KW)
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    with pytest.raises(InputDataError, match="share a shape"):
+        prepare_chips([chip, chip[:, :20]], **KW)
+    with pytest.raises(InputDataError, match="bands, height, width"):
+        prepare_chips(np.zeros((16, 16)), **KW)
+
+
+def test_photo_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+    real = load_image("/work/shared/data/real/DSCN0010.jpg")
+    assert real.mode == "RGB" and min(real.size) > 100
+    with pytest.raises(InputDataError, match="cannot read photo"):
+        bad = tmp_path / "bad.jpg"
+        bad.write_bytes(b"not a jpeg")
+        load_image(bad)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 96000])
+def test_audio_rates_resampled(tmp_path, rate):
+    t = np.arange(rate) / rate
+    path = tmp_path / f"tone_{rate}.wav"
+    sf.write(path, 0.5 * np.sin(2 * np.pi * 440 * t), rate)
+    out = load_audio(path, 48000)
+    assert out.dtype == np.float32 and abs(len(out) - 48000) <= 1
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * 48000 / len(out) - 440) < 3  # the tone survives resampling
+
+
+def test_audio_stereo_mixed_down(tmp_path):
+    left = np.full(4800, 0.2, np.float32)
+    stereo = np.stack([left, -left * 0.5], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 48000, subtype="FLOAT")
+    assert np.allclose(load_audio(path, 48000), 0.05, atol=1e-6)
+    assert np.allclose(load_audio((stereo.T, 48000), 48000), 0.05, atol=1e-6)
+
+
+def test_audio_bad_inputs(tmp_path):
+    with pytest.raises(InputDataError, match="does not exist"):
+        load_audio(tmp_path / "missing.wav", 48000)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(InputDataError, match="cannot read audio"):
+        load_audio(empty, 48000)
+    with pytest.raises(InputDataError, match="NaN"):
+        load_audio((np.array([0.0, np.nan], np.float32), 48000), 48000)
+    with pytest.raises(InputDataError, match="sample rate"):
+        load_audio(np.zeros(10, np.float32), 48000)
+
+
+def test_audio_windows_bounded():
+    assert [len(w) for w in audio_windows(np.zeros(5), 10, 4)] == [5]
+    wins = audio_windows(np.arange(95.0), 10, 4)
+    assert len(wins) == 4 and all(len(w) == 10 for w in wins)
+    assert wins[0][0] == 0 and wins[-1][-1] == 94  # first and last windows cover both ends
+
+
+def test_audio_encoder_lengths_and_silence(tiny):
+    audio = tiny["audio"]
+    window = audio.features.nb_max_samples
+    clips = [
+        (np.zeros(4800, np.float32), 48000),  # silence, shorter than the window
+        (np.random.default_rng(0).standard_normal(window * 3 + 7).astype(np.float32), 48000),
+        "/work/shared/data/real/audiomoth_gps.wav",
+    ]
+    vecs = audio.embed(clips)
+    assert vecs.shape == (3, 64) and torch.isfinite(vecs).all()
+    assert torch.allclose(vecs.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_text_edge_cases(tiny):
+    text = tiny["text"]
+    vecs = text.embed(["", "ünïcødé 東京 🌊", "very long " * 400, "a lake"])
+    assert vecs.shape == (4, 64) and torch.isfinite(vecs).all()
+    # overlong text is truncated by the tokenizer: only the first context_length tokens count
+    assert torch.allclose(text.embed("very long " * 400), text.embed("very long " * 100), atol=1e-6)
+    with pytest.raises(InputDataError, match="must be strings"):
+        text.embed(["ok", 3])
+    templated = text.embed(
+        ["forest", "lake"], templates=["a photo of {}.", "satellite view of {}."]
+    )
+    assert templated.shape == (2, 64)
