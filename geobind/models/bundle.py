@@ -105,6 +105,12 @@ def _build_audio(name: str, shared: _Shared) -> Encoder:
     from transformers import ClapFeatureExtractor
 
     tower, shared.config[name] = build_clap(shared.config[name])
+    if tower.config.enable_fusion:
+        raise InputDataError(
+            "fused CLAP audio towers (enable_fusion=True) take 4-channel fusion features, which "
+            "geobind's audio encoder does not compute yet; use an unfused tower such as "
+            "laion/clap-htsat-unfused"
+        )
     a = shared.config[name]
     features = ClapFeatureExtractor(
         feature_size=tower.config.num_mel_bins,

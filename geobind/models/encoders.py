@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from geobind.errors import InputDataError
-from geobind.models.preprocess import audio_windows, load_audio, load_image, prepare_chips
+from geobind.models.preprocess import (
+    audio_windows,
+    clap_log_mel,
+    load_audio,
+    load_image,
+    prepare_chips,
+)
 
 __all__ = ["AudioEncoder", "Encoder", "GroundEncoder", "SatEncoder", "TextEncoder"]
 
@@ -24,6 +30,45 @@ __all__ = ["AudioEncoder", "Encoder", "GroundEncoder", "SatEncoder", "TextEncode
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``produce`` in a thread, ``depth`` items ahead, so preprocessing (file reads, decoding,
+    tokenising, audio features) overlaps the model forward, which releases the GIL."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in produce:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put((done, err))
+
+    thread = threading.Thread(target=work, daemon=True, name="geobind-prefetch")
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 class Encoder(nn.Module):
@@ -74,12 +119,13 @@ class Encoder(nn.Module):
         items = self.items(batch)
         if not items:
             return torch.empty(0, self.embed_dim)
-        outs = []
+        prepared = _background(self.prepare(chunk) for chunk in _batches(items, batch_size))
+        total = -(-len(items) // batch_size)
         with torch.inference_mode():
-            chunks = _batches(items, batch_size)
-            total = -(-len(items) // batch_size)
-            for chunk in tqdm(chunks, total=total, disable=not progress, desc=self.modality):
-                outs.append(self._run(self.prepare(chunk)))
+            outs = [
+                self._run(x)
+                for x in tqdm(prepared, total=total, disable=not progress, desc=self.modality)
+            ]
         return torch.cat(outs)
 
 
@@ -219,8 +265,7 @@ class AudioEncoder(Encoder):
 
     def prepare(self, items: Sequence[np.ndarray]) -> torch.Tensor:
         """Log-mel features for windows of mono samples at the tower's rate."""
-        feats = self.features(list(items), sampling_rate=self.sample_rate, return_tensors="pt")
-        return feats["input_features"]
+        return clap_log_mel(items, self.features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.tower(input_features=x).audio_embeds)
@@ -238,24 +283,26 @@ class AudioEncoder(Encoder):
 
         clips = self.items(batch)
         window = int(self.features.nb_max_samples)
-        pending: list[np.ndarray] = []
-        owners: list[int] = []
-        sums = torch.zeros(len(clips), self.embed_dim)
 
-        def flush() -> None:
-            vecs = self._run(self.prepare(pending))
-            sums.index_add_(0, torch.tensor(owners), vecs)
-            pending.clear()
-            owners.clear()
-
-        with torch.inference_mode():
+        def windows() -> Iterator[tuple[np.ndarray, int]]:
             for i, clip in enumerate(tqdm(clips, disable=not progress, desc="audio")):
-                samples = load_audio(clip, self.sample_rate)
-                for w in audio_windows(samples, window, self.max_windows):
-                    pending.append(w)
-                    owners.append(i)
-                    if len(pending) == batch_size:
-                        flush()
-            if pending:
-                flush()
+                for w in audio_windows(
+                    load_audio(clip, self.sample_rate), window, self.max_windows
+                ):
+                    yield w, i
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            chunk: list[tuple[np.ndarray, int]] = []
+            for item in windows():  # streamed: a long list of long clips is never all in memory
+                chunk.append(item)
+                if len(chunk) == batch_size:
+                    yield self.prepare([w for w, _ in chunk]), torch.tensor([i for _, i in chunk])
+                    chunk = []
+            if chunk:
+                yield self.prepare([w for w, _ in chunk]), torch.tensor([i for _, i in chunk])
+
+        sums = torch.zeros(len(clips), self.embed_dim)
+        with torch.inference_mode():
+            for feats, owners in _background(batches()):
+                sums.index_add_(0, owners, self._run(feats))
         return F.normalize(sums, dim=-1)

@@ -135,3 +135,28 @@ def test_text_edge_cases(tiny):
         ["forest", "lake"], templates=["a photo of {}.", "satellite view of {}."]
     )
     assert templated.shape == (2, 64)
+
+
+def test_clap_log_mel_matches_the_feature_extractor():
+    from transformers import ClapFeatureExtractor
+
+    from geobind.models.preprocess import clap_log_mel
+
+    fe = ClapFeatureExtractor(
+        truncation="rand_trunc", padding="repeatpad", frequency_min=50, max_length_s=2
+    )
+    rng = np.random.default_rng(0)
+    windows = [
+        rng.standard_normal(96000).astype(np.float32) * 0.1,  # exactly one window
+        rng.standard_normal(30000).astype(np.float32) * 0.3,  # repeat-padded
+        np.zeros(5000, np.float32),  # silence
+        np.sin(np.arange(12345) / 7.0).astype(np.float32),
+    ]
+    expected = fe(windows, sampling_rate=48000, return_tensors="pt")["input_features"]
+    got = clap_log_mel(windows, fe)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    diff = (got - expected).abs()
+    # noise-like clips agree to ~1e-5 dB; float32 rounding shows only in near-silent bins of the
+    # pure tone (dynamic range > 90 dB)
+    assert diff[:2].max() < 1e-3
+    assert diff[expected > -60].max() < 0.05 and diff.max() < 0.5 and diff.mean() < 0.01
