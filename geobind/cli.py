@@ -109,6 +109,179 @@ def convert_clap(
     )
 
 
+def _read_config(ctx: typer.Context, param: object, value: Path | None) -> Path | None:
+    """Eager ``--config``: a YAML/TOML file whose keys become the defaults of the other options."""
+    if value is None:
+        return value
+    from geobind.errors import InputDataError
+
+    if not value.is_file():
+        raise InputDataError(f"config file {value} does not exist")
+    text = value.read_text()
+    if value.suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise InputDataError(f"{value} must hold a mapping of option names to values")
+    from geobind.training.config import TrainConfig
+
+    TrainConfig.from_mapping(data)  # unknown keys are reported here, with the known ones
+    ctx.default_map = {
+        **(ctx.default_map or {}),
+        **{k.replace("-", "_"): v for k, v in data.items()},
+    }
+    return value
+
+
+def _train(stage: str, options: dict) -> None:
+    from geobind.training.config import TrainConfig
+
+    options.pop("config", None)
+    cfg = TrainConfig.from_mapping(options)
+    from geobind.training import stages
+
+    run = {"stage1": stages.train_stage1, "stage2": stages.train_stage2}.get(
+        stage, stages.pretrain_clip
+    )
+    start = time.perf_counter()
+    folder = run(cfg)
+    import json
+
+    meta = json.loads((folder / "geobind.json").read_text())
+    record = meta["stages"][-1]
+    typer.echo(f"{stage}: model written to {folder} in {time.perf_counter() - start:.0f} s")
+    rows = [
+        ("trained", record.get("trained")),
+        ("train / val items", f"{record['data']['train']} / {record['data']['val']}"),
+        ("epochs run", record.get("epochs_run")),
+        ("best val R@10", record.get("best_val_R@10")),
+        ("fit seconds", record.get("fit_seconds")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        typer.echo(f"  {key:<{width}}  {shown}")
+    if record.get("stand_in"):
+        typer.echo(f"  note: {record['note']}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Argument(help="Model folder or preset.")],
+    data: Annotated[Path, typer.Option("--data", help="Synthetic world folder.")],
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate.")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size for embedding.")] = 64,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Retrieval R@k and median rank, zero-shot land cover and emergent links, with baselines."""
+    import json
+
+    from geobind.training.evaluate import evaluate, format_metrics
+
+    metrics = evaluate(model, data, split=split, batch_size=batch_size, progress=progress)
+    typer.echo(format_metrics(metrics))
+    target = out or (Path(model) / f"eval-{split}.json" if Path(model).is_dir() else None)
+    if target is not None:
+        target.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+        typer.echo(f"metrics written to {target}")
+
+
+def _train_signature(with_stage: bool):
+    """The options of `train` and `pretrain-clip`, declared once from TrainConfig's fields."""
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from geobind.training.config import TrainConfig
+
+    helps = {
+        "model": "Starting model: a preset (tiny, demo) or a model folder.",
+        "out": "Model folder to write.",
+        "world": "Synthetic world folder (sets --scenes and --manifest).",
+        "scenes": "GeoTIFF scene (repeat for several).",
+        "manifest": "Point manifest (GeoParquet, GeoPackage, CSV lon/lat) with a split column.",
+        "max_minutes": "Wall-clock budget for fitting.",
+        "resume": "Continue from OUT.train/checkpoints/last.ckpt.",
+        "overwrite": "Replace an existing OUT.",
+        "progress": "Show progress bars.",
+        "num_workers": "DataLoader worker processes.",
+        "patience": "Early stopping: validation checks without R@10 improving.",
+    }
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = []
+    if with_stage:
+        params.append(
+            inspect.Parameter(
+                "stage",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[
+                    str, typer.Argument(help="stage1 (sat ← ground) or stage2 (audio ← sat).")
+                ],
+            )
+        )
+    params.append(
+        inspect.Parameter(
+            "config",
+            kw,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(
+                    is_eager=True,
+                    callback=_read_config,
+                    help="YAML/TOML file of these options; flags given here override it.",
+                ),
+            ],
+        )
+    )
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.name == "progress":
+            default = True  # progress bars by default on the command line, opt-in in the API
+        kind = {"float | None": float | None, "str | None": str | None, "list[str]": list[str]}.get(
+            str(f.type),
+            {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), str),
+        )
+        opt = typer.Option(help=helps.get(f.name, f.name.replace("_", " ")))
+        params.append(
+            inspect.Parameter(f.name, kw, default=default, annotation=Annotated[kind, opt])
+        )
+    return inspect.Signature(params)
+
+
+def _register_training_commands() -> None:
+    def train(stage: str, **options) -> None:
+        from geobind.errors import InputDataError
+
+        if stage not in ("stage1", "stage2"):
+            raise InputDataError(f"unknown stage {stage!r}; use stage1 or stage2")
+        _train(stage, options)
+
+    def pretrain_clip(**options) -> None:
+        _train("pretrain-clip", options)
+
+    train.__signature__ = _train_signature(with_stage=True)
+    train.__doc__ = (
+        "Train a binding stage and write a model folder: stage1 binds the satellite encoder to "
+        "frozen CLIP photo embeddings, stage2 binds the audio encoder to the frozen satellite one."
+    )
+    pretrain_clip.__signature__ = _train_signature(with_stage=False)
+    pretrain_clip.__doc__ = (
+        "Pretrain the demo's small CLIP stand-in on the world's photo-caption pairs (offline "
+        "stand-in for real CLIP weights)."
+    )
+    app.command("train")(train)
+    app.command("pretrain-clip")(pretrain_clip)
+
+
+_register_training_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it).
 

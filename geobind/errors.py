@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "CRSError",
+    "CRSMismatchWarning",
     "GeoBindError",
     "GeoBindWarning",
     "InputDataError",
@@ -61,3 +62,7 @@ class MissingDependencyError(GeoBindError, ImportError):
 
 class GeoBindWarning(UserWarning):
     """Something the user may want to know about but can live with."""
+
+
+class CRSMismatchWarning(GeoBindWarning):
+    """Data in one CRS was reprojected to another (e.g. points to a raster's CRS) to be used."""

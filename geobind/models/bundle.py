@@ -11,6 +11,7 @@ modality to an encoder *kind*, and :func:`register_encoder_kind` adds kinds.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -168,16 +169,21 @@ class GeoBind(nn.Module):
         self.weights_sha256: str | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], *, seed: int | None = 0) -> GeoBind:
+    def from_config(
+        cls, config: Mapping[str, Any], *, seed: int | None = 0, clip: nn.Module | None = None
+    ) -> GeoBind:
         """Build a bundle from a configuration (a preset, or a saved ``geobind.json``'s config).
 
-        Random weights are drawn with ``seed`` (``None``: torch's global generator).
+        Random weights are drawn with ``seed`` (``None``: torch's global generator). ``clip``
+        supplies an already built open_clip ``CustomTextCLIP`` for the config's ``clip`` section
+        (e.g. one just pretrained), instead of building it.
         """
         config = copy.deepcopy(dict(config))
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            clip, config["clip"] = build_clip(config["clip"])
+            if clip is None:
+                clip, config["clip"] = build_clip(config["clip"])
             model_cfg = config["clip"]["model_cfg"]
             config.setdefault("embed_dim", model_cfg["embed_dim"])
             if config["embed_dim"] != model_cfg["embed_dim"]:
@@ -261,6 +267,23 @@ class GeoBind(nn.Module):
             self.config[name] = copy.deepcopy(section)
         self.config["modalities"] = list(self.encoders)
 
+    def encoder_sha256(self, name: str) -> str:
+        """SHA-256 over one encoder's parameters and buffers (names and raw bytes, sorted).
+
+        Stage 2 must leave the satellite encoder bitwise unchanged: compare this before and after.
+
+        Example:
+            >>> import geobind
+            >>> m = geobind.load("tiny")
+            >>> m.encoder_sha256("sat") == m.encoder_sha256("ground")  # sat starts as a copy
+            True
+        """
+        h = hashlib.sha256()
+        for key, value in sorted(self[name].state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return h.hexdigest()
+
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``model.safetensors`` and ``geobind.json`` into ``folder`` (atomically).
 
@@ -293,6 +316,7 @@ class GeoBind(nn.Module):
                 "metrics": self.config.get("metrics", {}),
                 "weights": weights.name,
                 "weights_sha256": digest,
+                "encoder_sha256": {name: self.encoder_sha256(name) for name in self.modalities},
                 "config": self.config,
             }
             (tmp / "geobind.json").write_text(json.dumps(meta, indent=2) + "\n")

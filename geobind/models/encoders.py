@@ -165,6 +165,19 @@ class SatEncoder(Encoder):
             std=self.std,
         )
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize and standardise chips already scaled to [0, 1] (``(B, 3, H, W)``, any device).
+
+        The training path: chip datasets scale on the CPU, this runs where the model runs.
+        """
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+            )
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.visual(x)
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from geobind.data.scaling import scale_to_unit
 from geobind.errors import InputDataError
 
 __all__ = ["audio_windows", "clap_log_mel", "load_audio", "load_image", "prepare_chips"]
-
-_REFLECTANCE_SCALE = 10_000.0  # uint16/int16 surface reflectance × 10 000 (Sentinel-2 L2A, Landsat)
 
 
 def _as_chip_batch(chips: Any) -> list[np.ndarray]:
@@ -35,22 +34,6 @@ def _as_chip_batch(chips: Any) -> list[np.ndarray]:
         if c.ndim != 3:
             raise InputDataError(f"each chip must be (bands, height, width); got shape {c.shape}")
     return items
-
-
-def _scale(chip: np.ndarray, scale: str | float) -> np.ndarray:
-    if scale == "auto":
-        if chip.dtype == np.uint8:
-            divisor = 255.0
-        elif chip.dtype in (np.uint16, np.int16, np.uint32, np.int32):
-            divisor = _REFLECTANCE_SCALE
-        elif np.issubdtype(chip.dtype, np.floating):
-            divisor = 1.0
-        else:
-            raise InputDataError(f"cannot scale chips of dtype {chip.dtype}; pass scale=<divisor>")
-    else:
-        divisor = float(scale)
-    out = chip.astype(np.float32) / np.float32(divisor)
-    return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def prepare_chips(
@@ -90,7 +73,7 @@ def prepare_chips(
                 f"{chip.shape[0]} band(s); pass bands=[...] naming the red, green and blue bands "
                 "(e.g. bands=[1, 1, 1] for a single-band raster)"
             )
-        out.append(_scale(chip[[b - 1 for b in bands]], scale))
+        out.append(scale_to_unit(chip[[b - 1 for b in bands]], scale))
     shapes = {c.shape for c in out}
     if len(shapes) > 1:
         raise InputDataError(f"chips in one batch must share a shape; got {sorted(shapes)}")

@@ -23,9 +23,10 @@ from geobind.synth.scene import (
     WATER,
 )
 
-__all__ = ["caption", "render_photo"]
+__all__ = ["CLASS_PHRASES", "caption", "render_photo"]
 
-_PHRASES: dict[int, tuple[str, ...]] = {
+#: How captions name each class (ids 1..8); also good zero-shot prompts for the world.
+CLASS_PHRASES: dict[int, tuple[str, ...]] = {
     WATER: ("a lake", "calm open water", "a lake shore", "the water of a wide lake"),
     BEACH: ("a sandy beach", "a lake shore with sand", "a beach by the water", "a sandy shore"),
     FOREST: ("a dense forest", "tall trees in a forest", "a thick woodland", "a shady forest path"),
@@ -97,7 +98,7 @@ _CROP = np.array([[0.76, 0.66, 0.36], [0.33, 0.52, 0.18], [0.46, 0.35, 0.24]], n
 
 def caption(rng: np.random.Generator, fg: int, bg: int, weather: str) -> str:
     """A templated, varied caption for a photo of class ``fg`` with ``bg`` in the background."""
-    a = str(rng.choice(_PHRASES[fg]))
+    a = str(rng.choice(CLASS_PHRASES[fg]))
     templates = _TEMPLATES if bg != fg else [t for t in _TEMPLATES if "{b}" not in t]
     return str(rng.choice(templates)).format(
         a=a, A=a[0].upper() + a[1:], b=_BACKGROUND[bg], weather=weather

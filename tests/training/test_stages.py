@@ -1,0 +1,118 @@
+"""The two-stage chain on the tiny world: loss falls, recall beats random, stage 2 leaves sat
+intact."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+import geobind
+from geobind.synth import generate_world
+from geobind.training.config import TrainConfig
+
+FAST = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 5, "patience": 20}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("w") / "tiny", "tiny", workers=1)
+
+
+@pytest.fixture(scope="module")
+def chain(world, tmp_path_factory):
+    from geobind.training.stages import pretrain_clip, train_stage1, train_stage2
+
+    tmp = tmp_path_factory.mktemp("models")
+    common = {"world": str(world.root), **FAST}
+    clip = pretrain_clip(TrainConfig(model="tiny", out=str(tmp / "clip"), epochs=4, **common))
+    s1 = train_stage1(TrainConfig(model=str(clip), out=str(tmp / "s1"), epochs=6, **common))
+    s2 = train_stage2(TrainConfig(model=str(s1), out=str(tmp / "s2"), epochs=8, **common))
+    return clip, s1, s2
+
+
+def _losses(model_folder) -> list[float]:
+    logs = sorted(
+        (model_folder.parent / f"{model_folder.name}.train" / "logs").rglob("metrics.csv")
+    )
+    rows = list(csv.DictReader(logs[-1].open()))
+    return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+
+
+@pytest.mark.slow
+def test_chain_records_stages_and_the_stand_in(chain):
+    meta = json.loads((chain[2] / "geobind.json").read_text())
+    assert [s["stage"] for s in meta["stages"]] == ["pretrain-clip", "stage1", "stage2"]
+    assert meta["config"]["clip"]["stand_in"] is True
+    assert "stand-in" in meta["stages"][0]["note"]
+    assert meta["stages"][1]["trained"] == "sat" and meta["stages"][2]["trained"] == "audio"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_loss_falls(chain, index):
+    losses = _losses(chain[index])
+    assert len(losses) >= 4
+    k = max(2, len(losses) // 4)
+    assert sum(losses[-k:]) / k < sum(losses[:k]) / k
+
+
+@pytest.mark.slow
+def test_stage2_leaves_the_satellite_encoder_bitwise_unchanged(chain):
+    _, s1, s2 = chain
+    h1 = json.loads((s1 / "geobind.json").read_text())["encoder_sha256"]
+    h2 = json.loads((s2 / "geobind.json").read_text())["encoder_sha256"]
+    assert h1["sat"] == h2["sat"] and h1["ground"] == h2["ground"] and h1["text"] == h2["text"]
+    assert h1["audio"] != h2["audio"]
+    assert geobind.load(s2).encoder_sha256("sat") == h1["sat"]
+
+
+@pytest.mark.slow
+def test_trained_recall_beats_random_and_untrained(chain, world):
+    from geobind.training.evaluate import evaluate
+
+    m = evaluate(geobind.load(chain[1]), world.root, split="train")
+    s2g = m["sat→ground"]
+    assert s2g["model"]["R@1"] > 3 * s2g["random"]["R@1"]
+    assert s2g["model"]["R@10"] > s2g["untrained"]["R@10"]
+    assert s2g["model"]["gallery_size"] > 50
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(world, tmp_path):
+    from geobind.training.stages import train_stage1
+
+    common = {"world": str(world.root), "model": "tiny", "out": str(tmp_path / "m"), **FAST}
+    train_stage1(TrainConfig(epochs=1, **common))
+    folder = train_stage1(TrainConfig(epochs=3, resume=True, overwrite=True, **common))
+    record = json.loads((folder / "geobind.json").read_text())["stages"][-1]
+    assert record["resumed_from"].endswith("last.ckpt")
+    assert record["epochs_run"] == 3
+
+
+def test_cli_config_file_and_flags(world, tmp_path):
+    config = tmp_path / "stage1.yaml"
+    config.write_text(
+        f"model: tiny\nworld: {world.root}\nout: {tmp_path / 'm'}\nepochs: 5\nbatch_size: 32\n"
+        "progress: false\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "geobind.cli", "train", "stage1", "--config", str(config),
+         "--epochs", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "best val R@10" in out.stdout
+    meta = json.loads((tmp_path / "m" / "geobind.json").read_text())
+    assert meta["stages"][-1]["config"]["epochs"] == 1  # the flag overrides the file
+    assert meta["stages"][-1]["config"]["batch_size"] == 32  # the file sets the rest
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochz = 3\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "geobind.cli", "train", "stage1", "--config", str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "epochz" in out.stderr
