@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from geobind.synth._noise import value_noise
+from geobind.synth.scene import _CROPS as _CROP  # the same palettes as seen from above
 from geobind.synth.scene import (
+    _INDUSTRIAL_ROOFS,
+    _ROOFS,
     BEACH,
     CLASSES,
     FARMLAND,
@@ -36,7 +39,7 @@ CLASS_PHRASES: dict[int, tuple[str, ...]] = {
         "a residential street",
         "suburban houses",
         "a quiet neighbourhood with houses",
-        "houses with red roofs",
+        "a street with houses",
     ),
     INDUSTRIAL: (
         "an industrial area",
@@ -50,6 +53,22 @@ CLASS_PHRASES: dict[int, tuple[str, ...]] = {
         "a multi-lane road full of cars",
         "cars on a busy highway",
     ),
+}
+#: Phrases for the place-specific detail (see :func:`geobind.synth.scene.point_detail`).
+_DETAIL_PHRASES: dict[int, tuple[str, ...]] = {
+    FARMLAND: (
+        "golden wheat fields",
+        "green crop fields",
+        "ploughed brown fields",
+        "young green crops",
+    ),
+    RESIDENTIAL: (
+        "houses with red roofs",
+        "houses with grey roofs",
+        "houses with brown roofs",
+        "houses with white roofs",
+    ),
+    INDUSTRIAL: ("a white warehouse", "a blue-grey warehouse", "a beige warehouse"),
 }
 _BACKGROUND: dict[int, str] = {
     WATER: "water",
@@ -87,18 +106,18 @@ _COLOURS = {
     "concrete": np.array([0.62, 0.62, 0.64], np.float32),
     "white": np.array([0.92, 0.92, 0.90], np.float32),
 }
-_ROOF = np.array([[0.62, 0.28, 0.20], [0.30, 0.30, 0.33], [0.45, 0.30, 0.20]], np.float32)
 _WALL = np.array([[0.90, 0.86, 0.76], [0.80, 0.72, 0.60], [0.95, 0.95, 0.93]], np.float32)
 _CAR = np.array(
     [[0.85, 0.85, 0.85], [0.1, 0.1, 0.1], [0.7, 0.1, 0.1], [0.15, 0.25, 0.6], [0.55, 0.56, 0.58]],
     np.float32,
 )
-_CROP = np.array([[0.76, 0.66, 0.36], [0.33, 0.52, 0.18], [0.46, 0.35, 0.24]], np.float32)
 
 
-def caption(rng: np.random.Generator, fg: int, bg: int, weather: str) -> str:
+def caption(rng: np.random.Generator, fg: int, bg: int, weather: str, detail: int = 0) -> str:
     """A templated, varied caption for a photo of class ``fg`` with ``bg`` in the background."""
     a = str(rng.choice(CLASS_PHRASES[fg]))
+    if fg in _DETAIL_PHRASES and rng.random() < 0.5:
+        a = _DETAIL_PHRASES[fg][detail]
     templates = _TEMPLATES if bg != fg else [t for t in _TEMPLATES if "{b}" not in t]
     return str(rng.choice(templates)).format(
         a=a, A=a[0].upper() + a[1:], b=_BACKGROUND[bg], weather=weather
@@ -169,7 +188,7 @@ def _background(c: _Canvas, rng, cls: int, horizon: float):
         c.fill((c.v > horizon - hills) & (c.v < horizon), colour * 0.9)
 
 
-def _ground(c: _Canvas, rng, cls: int, horizon: float):
+def _ground(c: _Canvas, rng, cls: int, horizon: float, detail: int = 0):
     """The foreground: the land cover underfoot, in rough perspective."""
     below = c.v >= horizon
     depth = np.clip((c.v - horizon) / max(1 - horizon, 1e-3), 1e-3, 1)  # 0 at horizon, 1 at bottom
@@ -198,7 +217,7 @@ def _ground(c: _Canvas, rng, cls: int, horizon: float):
         c.fill(canopy, _COLOURS["leaf"])
         c.texture(canopy, 5, seed + 2, 0.6)
     elif cls == FARMLAND:
-        crop = _CROP[rng.integers(3)]
+        crop = _CROP[detail]
         c.fill(below, crop)
         vanish = rng.uniform(0.2, 0.8)
         rows = np.sin(rng.uniform(25, 60) * np.arctan2(c.u - vanish, depth)) > 0
@@ -222,7 +241,8 @@ def _ground(c: _Canvas, rng, cls: int, horizon: float):
             base = horizon + 0.3 * (1 - horizon)
             c.rect(u, top, u + w, base, _WALL[rng.integers(3)])
             roof = (c.v < top) & (c.v > top - 0.12 + 0.24 * np.abs(c.u - (u + w / 2)) / w * 1.0)
-            c.fill(roof & (c.u > u) & (c.u < u + w), _ROOF[rng.integers(3)])
+            colour = _ROOFS[detail] if rng.random() < 0.8 else _ROOFS[rng.integers(len(_ROOFS))]
+            c.fill(roof & (c.u > u) & (c.u < u + w), colour)
             for wu in (u + 0.2 * w, u + 0.6 * w):
                 c.rect(wu, top + 0.05, wu + 0.15 * w, top + 0.12, np.array([0.2, 0.3, 0.4]))
             u += w + rng.uniform(0.05, 0.12)
@@ -234,8 +254,9 @@ def _ground(c: _Canvas, rng, cls: int, horizon: float):
         top = horizon - rng.uniform(0.15, 0.3)
         base = horizon + 0.25 * (1 - horizon)
         wall = (c.v > top) & (c.v < base)
-        c.fill(wall, _COLOURS["concrete"])
-        c.fill(wall & (np.sin(c.u * 300) > 0.7), _COLOURS["concrete"] * 0.85)
+        cladding = _INDUSTRIAL_ROOFS[detail]
+        c.fill(wall, cladding)
+        c.fill(wall & (np.sin(c.u * 300) > 0.7), cladding * 0.85)
         for _ in range(rng.integers(1, 4)):
             du = rng.uniform(0, 0.85)
             c.rect(du, base - 0.15, du + 0.12, base, _COLOURS["asphalt"] * 0.6)
@@ -283,12 +304,18 @@ def _closeup(c: _Canvas, rng):
 
 
 def render_photo(
-    rng: np.random.Generator, fg: int, bg: int, size: int, distractor: str | None = None
+    rng: np.random.Generator,
+    fg: int,
+    bg: int,
+    size: int,
+    distractor: str | None = None,
+    detail: int = 0,
 ) -> tuple[np.ndarray, str]:
     """Render one photo: returns ``(uint8 (size, size, 3), caption)``.
 
     ``distractor`` is ``None`` for a faithful view, ``"indoor"``, ``"closeup"`` or ``"wrong"``
-    (a faithful-looking view of another class, captioned as what it shows).
+    (a faithful-looking view of another class, captioned as what it shows). ``detail`` is the
+    place-specific attribute of :func:`~geobind.synth.scene.point_detail` (crop, roof colour).
 
     Example:
         >>> import numpy as np
@@ -303,13 +330,14 @@ def render_photo(
     else:
         if distractor == "wrong":
             fg = int(rng.choice([k for k in range(1, len(CLASSES) + 1) if k != fg]))
+            detail = int(rng.integers(3))
         overcast = float(rng.uniform(0, 1) ** 2)
         horizon = float(rng.uniform(0.35, 0.55))
         _sky(c, rng, horizon, overcast)
         _background(c, rng, bg, horizon)
-        _ground(c, rng, fg, horizon)
+        _ground(c, rng, fg, horizon, detail)
         weather = "cloudy" if overcast > 0.5 else ("hazy" if overcast > 0.2 else "sunny")
-        text = caption(rng, fg, bg, weather)
+        text = caption(rng, fg, bg, weather, detail)
     c.img *= np.float32(rng.uniform(0.75, 1.2))
     c.img += rng.normal(0, 0.02, c.img.shape).astype(np.float32)
     img = np.clip(np.rint(c.img * 255), 0, 255).astype(np.uint8)

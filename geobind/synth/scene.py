@@ -14,7 +14,7 @@ import numpy as np
 
 from geobind.synth._noise import fbm, hash2, rand2, smoothstep, worley
 
-__all__ = ["CLASSES", "CLASS_COLORS", "Layout", "make_layout", "render_rows"]
+__all__ = ["CLASSES", "CLASS_COLORS", "Layout", "make_layout", "point_detail", "render_rows"]
 
 #: Land-cover classes; their ids in truth rasters are 1..8 (0 is nodata).
 CLASSES: tuple[str, ...] = (
@@ -257,14 +257,54 @@ def _rotated(x, y, angle):
     return x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
 
 
-def _residential(x, y, lay):
+_RES_PERIOD, _RES_STREET, _RES_LOT = 44.0, 7.0, 18.5
+
+
+def _residential_lots(x, y, lay):
+    """Street-grid coordinates: (uu, vv) within a block, and (lx, ly), the house lot's indices."""
     u, v = _rotated(x, y, lay.street_angle)
-    period, street, lot = 44.0, 7.0, 18.5
-    uu, vv = np.mod(u, period), np.mod(v, period)
+    uu, vv = np.mod(u, _RES_PERIOD), np.mod(v, _RES_PERIOD)
+    lx = np.floor(u / _RES_PERIOD) * 2 + np.clip(np.floor((uu - _RES_STREET) / _RES_LOT), 0, 1)
+    ly = np.floor(v / _RES_PERIOD) * 2 + np.clip(np.floor((vv - _RES_STREET) / _RES_LOT), 0, 1)
+    return uu, vv, lx, ly
+
+
+def _industrial_lots(x, y, lay):
+    u, v = _rotated(x, y, lay.street_angle + 0.3)
+    return u, v, np.floor(u / 80.0), np.floor(v / 80.0)
+
+
+def point_detail(x: float, y: float, lay: Layout, cls: int) -> int:
+    """A place-specific attribute seen both from above and on the ground, in 0..3.
+
+    Farmland: the crop of the parcel; residential: the roof colour of the house lot; industrial:
+    the roof colour of the warehouse lot; other classes: 0. Photos use it, so a photo's details
+    match the chip of its place, as in real paired data.
+
+    Example:
+        >>> lay = make_layout(1, 64, 64, 1.0, region_m=60, n_highways=0,
+        ...                   highway_half_width=10, cloud_cover=0)
+        >>> point_detail(10.5, 10.5, lay, FARMLAND) in range(4)
+        True
+    """
+    xs, ys = np.array([x], np.float32), np.array([y], np.float32)
+    if cls == FARMLAND:
+        px, py, _, _ = worley(xs, ys, 55.0, lay.seed + 60)
+        return int(hash2(px, py, lay.seed + 61)[0] % 4)
+    if cls == RESIDENTIAL:
+        _, _, lx, ly = _residential_lots(xs, ys, lay)
+        return int(hash2(lx, ly, lay.seed + 82)[0] % 4)
+    if cls == INDUSTRIAL:
+        _, _, lx, ly = _industrial_lots(xs, ys, lay)
+        return int(hash2(lx, ly, lay.seed + 93)[0] % 3)
+    return 0
+
+
+def _residential(x, y, lay):
+    street, lot = _RES_STREET, _RES_LOT
+    uu, vv, lx, ly = _residential_lots(x, y, lay)
     is_street = (uu < street) | (vv < street)
     kerb = is_street & ((uu < 1) | ((uu > street - 1) & (uu < street)) | (vv < 1))
-    lx = np.floor(u / period) * 2 + np.clip(np.floor((uu - street) / lot), 0, 1)
-    ly = np.floor(v / period) * 2 + np.clip(np.floor((vv - street) / lot), 0, 1)
     lu = np.mod(uu - street, lot) - lot / 2
     lv = np.mod(vv - street, lot) - lot / 2
     s = lay.seed + 80
@@ -298,9 +338,8 @@ def _cars_in(mask_stall, stall_id_u, stall_id_v, along, across, seed, prob):
 
 
 def _industrial(x, y, lay):
-    u, v = _rotated(x, y, lay.street_angle + 0.3)
     period = 80.0
-    lx, ly = np.floor(u / period), np.floor(v / period)
+    u, v, lx, ly = _industrial_lots(x, y, lay)
     lu, lv = np.mod(u, period) - period / 2, np.mod(v, period) - period / 2
     s = lay.seed + 90
     has = rand2(lx, ly, s) < 0.75

@@ -30,7 +30,14 @@ import numpy as np
 
 from geobind._version import __version__
 from geobind.errors import InputDataError, OutputExistsError
-from geobind.synth.scene import CLASS_COLORS, CLASSES, Layout, make_layout, render_rows
+from geobind.synth.scene import (
+    CLASS_COLORS,
+    CLASSES,
+    Layout,
+    make_layout,
+    point_detail,
+    render_rows,
+)
 
 __all__ = ["PRESETS", "SceneSpec", "World", "WorldPreset", "generate_world", "load_world"]
 
@@ -379,9 +386,9 @@ def _photo_task(args) -> str:
 
     from geobind.synth.photos import render_photo
 
-    seed, index, fg, bg, size, distractor, path = args
+    seed, index, fg, bg, size, distractor, detail, path = args
     rng = np.random.default_rng([seed, 1, index])
-    img, text = render_photo(rng, fg, bg, size, distractor or None)
+    img, text = render_photo(rng, fg, bg, size, distractor or None, detail)
     Image.fromarray(img).save(path, format="JPEG", quality=90)
     return text
 
@@ -543,7 +550,7 @@ def _generate(root: Path, preset: WorldPreset, seed: int, pmap: _Mapper, bar) ->
             g, a = _sample_points(spec, preset, landcover, ground_gsd, (n_g[i], n_a[i]), rng)
             ground_pts.append(g)
             audio_pts.append(a)
-            landcovers[spec.name] = (landcover, ground_gsd)
+            landcovers[spec.name] = (landcover, ground_gsd, lay)
             transforms[spec.name] = (transform, spec.crs)
             valid = landcover[landcover > 0]
             fractions = np.bincount(valid, minlength=len(CLASSES) + 1)[1:] / max(valid.size, 1)
@@ -609,7 +616,7 @@ def _ground_items(root, preset, seed, points, landcovers, pmap, bar) -> dict[str
     tasks, fg_all, kinds = [], [], []
     index = 0
     for p in points:
-        landcover, ground_gsd = landcovers[p.scene]
+        landcover, ground_gsd, lay = landcovers[p.scene]
         frac = _fractions(landcover, p.rows, p.cols, round(48 / ground_gsd))
         for r, c, f in zip(p.rows, p.cols, frac, strict=True):
             fg = int(landcover[r, c])
@@ -620,7 +627,9 @@ def _ground_items(root, preset, seed, points, landcovers, pmap, bar) -> dict[str
             if rng.random() < preset.distractor_share:
                 kind = str(rng.choice(["indoor", "closeup", "wrong"]))
             path = f"ground/{index:06d}.jpg"
-            tasks.append((seed, index, fg, bg, preset.photo_size, kind, str(root / path)))
+            x, y = (c + 0.5) * ground_gsd, (r + 0.5) * ground_gsd
+            detail = point_detail(x, y, lay, fg)
+            tasks.append((seed, index, fg, bg, preset.photo_size, kind, detail, str(root / path)))
             fg_all.append(fg)
             kinds.append(kind)
             index += 1
@@ -640,7 +649,7 @@ def _audio_items(root, preset, seed, points, landcovers, pmap, bar) -> dict[str,
     tasks, fg_all = [], []
     index = 0
     for p in points:
-        landcover, ground_gsd = landcovers[p.scene]
+        landcover, ground_gsd, _ = landcovers[p.scene]
         frac = _fractions(landcover, p.rows, p.cols, round(64 / ground_gsd))
         for r, c, f in zip(p.rows, p.cols, frac, strict=True):
             path = f"audio/{index:06d}.wav"

@@ -28,11 +28,25 @@ def _warmup_cosine(optimizer, warmup: int, total: int):
 
 
 class _Schedule(L.LightningModule):
-    """AdamW with linear warm-up then cosine decay over the run's steps."""
+    """AdamW, linear warm-up then cosine decay; validation logs retrieval ``val/R@1``, ``R@10``."""
 
     def __init__(self, lr: float, weight_decay: float, warmup_steps: int):
         super().__init__()
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _collect(self, queries: torch.Tensor, gallery: torch.Tensor) -> None:
+        self._val.append((queries.detach().float().cpu(), gallery.detach().float().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        queries = torch.cat([v[0] for v in self._val])
+        gallery = torch.cat([v[1] for v in self._val])
+        self._val.clear()
+        m = retrieval_metrics(queries, gallery, ks=(1, 10))
+        self.log("val/R@1", m["R@1"])
+        self.log("val/R@10", m["R@10"], prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -78,7 +92,6 @@ class BindTask(_Schedule):
         super().__init__(lr, weight_decay, warmup_steps)
         self.encoder = encoder.train()  # bundles load in eval mode
         self.loss = InfoNCE(temperature, bidirectional=bidirectional)
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.encoder, SatEncoder):
@@ -94,17 +107,7 @@ class BindTask(_Schedule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._val.append((self(batch["input"]).cpu(), batch["anchor"].float().cpu()))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val:
-            return
-        z = torch.cat([v[0] for v in self._val])
-        anchors = torch.cat([v[1] for v in self._val])
-        self._val.clear()
-        m = retrieval_metrics(z, anchors, ks=(1, 10))
-        self.log("val/R@1", m["R@1"], prog_bar=False)
-        self.log("val/R@10", m["R@10"], prog_bar=True)
+        self._collect(self(batch["input"]), batch["anchor"])
 
 
 class ClipPretrainTask(_Schedule):
@@ -122,7 +125,6 @@ class ClipPretrainTask(_Schedule):
         super().__init__(lr, weight_decay, warmup_steps)
         self.clip = clip.train()
         self.loss = ClipLoss()
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         image, text, scale = self.clip(batch["image"], batch["text"])
@@ -132,12 +134,4 @@ class ClipPretrainTask(_Schedule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         image, text, _ = self.clip(batch["image"], batch["text"])
-        self._val.append((image.cpu(), text.cpu()))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val:
-            return
-        image = torch.cat([v[0] for v in self._val])
-        text = torch.cat([v[1] for v in self._val])
-        self._val.clear()
-        self.log("val/R@10", retrieval_metrics(text, image, ks=(10,))["R@10"], prog_bar=True)
+        self._collect(text, image)  # caption → photo retrieval

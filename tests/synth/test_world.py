@@ -300,3 +300,21 @@ def test_demo_world(tmp_path):
     assert share.min() >= lo and share.max() <= hi
     for split in ("train", "val", "test"):
         assert (gdf["split"] == split).sum() >= 0.1 * len(gdf)
+
+
+def test_photo_details_follow_the_place():
+    """A farmland photo shows the crop of its parcel; a residential one, the roofs of its lot."""
+    from geobind.synth.photos import render_photo
+    from geobind.synth.scene import _CROPS, FARMLAND, RESIDENTIAL, make_layout, point_detail
+
+    lay = make_layout(5, 256, 256, 1.0, region_m=60, n_highways=0, highway_half_width=10,
+                      cloud_cover=0)  # fmt: skip
+    details = {point_detail(x + 0.5, 40.5, lay, FARMLAND) for x in range(0, 256, 7)}
+    assert len(details) > 1 and details <= {0, 1, 2, 3}
+    for detail in range(4):
+        img, _ = render_photo(np.random.default_rng(detail), FARMLAND, FARMLAND, 64, None, detail)
+        ground = img[48:].reshape(-1, 3).mean(0) / 255
+        nearest = np.argmin(((_CROPS - ground) ** 2).sum(1))
+        assert nearest == detail
+    _, text = render_photo(np.random.default_rng(3), RESIDENTIAL, RESIDENTIAL, 64, None, 0)
+    assert isinstance(text, str) and text
