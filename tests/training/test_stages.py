@@ -71,6 +71,16 @@ def test_stage2_leaves_the_satellite_encoder_bitwise_unchanged(chain):
 
 
 @pytest.mark.slow
+def test_stage2_keeps_stage1_metrics(chain, world):
+    from geobind.training.evaluate import evaluate
+
+    before = evaluate(geobind.load(chain[1]), world.root, split="train", baselines=False)
+    after = evaluate(geobind.load(chain[2]), world.root, split="train", baselines=False)
+    for task in ("sat→ground", "ground→sat", "zero-shot land cover (sat, text prompts)"):
+        assert before[task]["model"] == after[task]["model"], task
+
+
+@pytest.mark.slow
 def test_trained_recall_beats_random_and_untrained(chain, world):
     from geobind.training.evaluate import evaluate
 
