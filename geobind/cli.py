@@ -130,11 +130,9 @@ def _read_config(ctx: typer.Context, param: object, value: Path | None) -> Path 
         raise InputDataError(f"{value} must hold a mapping of option names to values")
     from geobind.training.config import TrainConfig
 
-    TrainConfig.from_mapping(data)  # unknown keys are reported here, with the known ones
-    ctx.default_map = {
-        **(ctx.default_map or {}),
-        **{k.replace("-", "_"): v for k, v in data.items()},
-    }
+    checked = vars(TrainConfig.from_mapping(data))  # reports unknown keys, with the known ones
+    given = {k.replace("-", "_") for k in data}
+    ctx.default_map = {**(ctx.default_map or {}), **{k: checked[k] for k in given}}
     return value
 
 

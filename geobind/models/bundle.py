@@ -261,6 +261,9 @@ class GeoBind(nn.Module):
                 f"encoder {name!r} embeds into {encoder.embed_dim} dimensions; the model uses "
                 f"{self.embed_dim}"
             )
+        ours = {p.data_ptr() for p in self.parameters()}
+        if any(p.data_ptr() in ours for p in encoder.parameters()):
+            encoder = copy.deepcopy(encoder)  # its own weights: trained apart, saved apart
         self.encoders[name] = encoder
         self.config["encoders"][name] = kind
         if section is not None:

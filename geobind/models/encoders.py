@@ -7,6 +7,8 @@ L2-normalised float32 vectors on the CPU, computed under ``torch.inference_mode`
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -34,7 +36,11 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Run ``produce`` in a thread, ``depth`` items ahead, so preprocessing (file reads, decoding,
-    tokenising, audio features) overlaps the model forward, which releases the GIL."""
+    tokenising, audio features) overlaps the model forward, which releases the GIL.
+
+    Closing the generator early (or an exception in the consumer) stops the thread and frees what
+    it prepared; an exception in ``produce`` is raised in the consumer.
+    """
     import queue
     import threading
 
@@ -42,20 +48,23 @@ def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     stop = threading.Event()
     done = object()
 
+    def put(message: tuple[Any, BaseException | None]) -> None:
+        while not stop.is_set():
+            try:
+                q.put(message, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def work() -> None:
         try:
             for item in produce:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                put((item, None))
                 if stop.is_set():
                     return
-            q.put((done, None))
+            put((done, None))
         except BaseException as err:  # handed to the consumer, raised there
-            q.put((done, err))
+            put((done, err))
 
     thread = threading.Thread(target=work, daemon=True, name="geobind-prefetch")
     thread.start()
@@ -69,6 +78,11 @@ def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
+        while thread.is_alive():  # unblock a pending put, then let the thread end
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 class Encoder(nn.Module):
@@ -121,7 +135,7 @@ class Encoder(nn.Module):
             return torch.empty(0, self.embed_dim)
         prepared = _background(self.prepare(chunk) for chunk in _batches(items, batch_size))
         total = -(-len(items) // batch_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), contextlib.closing(prepared):
             outs = [
                 self._run(x)
                 for x in tqdm(prepared, total=total, disable=not progress, desc=self.modality)
@@ -243,7 +257,7 @@ class TextEncoder(Encoder):
             torch.Size([1, 64])
         """
         items = self.items(batch)
-        if not templates:
+        if not templates or not items:
             return super().embed(items, batch_size=batch_size, progress=progress)
         filled = [t.format(item) for item in items for t in templates]
         vecs = super().embed(filled, batch_size=batch_size, progress=progress)
@@ -272,9 +286,11 @@ class AudioEncoder(Encoder):
         return int(self.features.sampling_rate)
 
     def items(self, batch: Any) -> list[Any]:
-        if isinstance(batch, list):
-            return batch
-        return [batch]
+        """A clip: a path, an array or an ``(array, rate)`` pair; a list or tuple batches clips."""
+        one = isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[1], numbers.Real)
+        if one or not isinstance(batch, list | tuple):
+            return [batch]
+        return list(batch)
 
     def prepare(self, items: Sequence[np.ndarray]) -> torch.Tensor:
         """Log-mel features for windows of mono samples at the tower's rate."""
@@ -315,7 +331,8 @@ class AudioEncoder(Encoder):
                 yield self.prepare([w for w, _ in chunk]), torch.tensor([i for _, i in chunk])
 
         sums = torch.zeros(len(clips), self.embed_dim)
-        with torch.inference_mode():
-            for feats, owners in _background(batches()):
+        prepared = _background(batches())
+        with torch.inference_mode(), contextlib.closing(prepared):
+            for feats, owners in prepared:
                 sums.index_add_(0, owners, self._run(feats))
         return F.normalize(sums, dim=-1)

@@ -88,6 +88,11 @@ def build_clip(section: dict[str, Any]) -> tuple[CustomTextCLIP, dict[str, Any]]
     model_cfg = section.get("model_cfg")
     checkpoint, tag = None, {}
     if source is not None:
+        if "model" not in source:
+            raise InputDataError(
+                "the clip source needs `model` (an open_clip name such as 'ViT-B-32') beside "
+                "`pretrained`"
+            )
         name = source["model"]
         if model_cfg is None:
             model_cfg = open_clip.get_model_config(name)

@@ -50,6 +50,7 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping, rejecting unknown keys with the list of known ones."""
+        values = {k.replace("-", "_"): v for k, v in values.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -57,4 +58,6 @@ class TrainConfig:
                 f"unknown training option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        return cls(**{k.replace("-", "_"): v for k, v in values.items()})
+        if isinstance(values.get("scenes"), str):
+            values["scenes"] = [values["scenes"]]
+        return cls(**values)

@@ -76,12 +76,13 @@ class AudioClips(Dataset):
         seed: int = 0,
     ):
         self.clips, self.features, self.augment = list(clips), features, augment
-        self.max_windows, self.seed, self.epoch = max_windows, seed, 0
+        self.max_windows, self.seed = max_windows, seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by live workers
         self.rate = int(features.sampling_rate)
 
     def set_epoch(self, epoch: int) -> None:
-        """Vary the random window per epoch, reproducibly."""
-        self.epoch = epoch
+        """Vary the random window per epoch, reproducibly (also in persistent workers)."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -91,7 +92,8 @@ class AudioClips(Dataset):
         windows = audio_windows(samples, int(self.features.nb_max_samples), self.max_windows)
         pick = 0
         if self.augment and len(windows) > 1:
-            pick = int(np.random.default_rng([self.seed, self.epoch, i]).integers(len(windows)))
+            rng = np.random.default_rng([self.seed, int(self._epoch), i])
+            pick = int(rng.integers(len(windows)))
         return {"input": clap_log_mel([windows[pick]], self.features)[0], "index": i}
 
 

@@ -103,12 +103,25 @@ def _loader(ds, cfg: TrainConfig, *, shuffle: bool) -> DataLoader:
     )
 
 
+def _check_out(cfg: TrainConfig) -> None:
+    """Refuse an existing OUT before training, not after it."""
+    from geobind.errors import OutputExistsError
+
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite or another --out")
+
+
 def _fit(task, train_ds, val_ds, cfg: TrainConfig) -> dict[str, Any]:
     """Fit with checkpoints/early stopping, then load the best weights back into ``task``."""
+    import shutil
+
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     work = _work_dir(cfg)
+    if not cfg.resume:  # a fresh run: old checkpoints must not be resumed or pile up
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
     train_loader = _loader(train_ds, cfg, shuffle=True)
     trainer, checkpoint = _trainer(cfg, work, steps_per_epoch=len(train_loader))
     last = work / "checkpoints" / "last.ckpt"
@@ -179,6 +192,7 @@ def train_stage1(cfg: TrainConfig) -> Path:
         >>> train_stage1(cfg).name
         'm'
     """
+    _check_out(cfg)
     import geobind
     from geobind.training.datasets import Anchored
     from geobind.training.tasks import BindTask
@@ -227,6 +241,7 @@ def train_stage2(cfg: TrainConfig) -> Path:
 
     The satellite encoder is frozen: its hash in ``geobind.json`` is unchanged by this stage.
     """
+    _check_out(cfg)
     import geobind
     from geobind.training.datasets import Anchored, AudioClips
     from geobind.training.tasks import BindTask
@@ -295,6 +310,7 @@ def pretrain_clip(cfg: TrainConfig) -> Path:
     No hub is reachable here, so the demo needs a CLIP space where text means something. The result
     is labelled as the offline stand-in in ``geobind.json`` (``clip.stand_in``) and in its stages.
     """
+    _check_out(cfg)
     import open_clip
 
     from geobind.models import GeoBind, get_preset

@@ -168,3 +168,51 @@ def test_batch_equals_one_by_one(tiny, modality):
     batch = tiny.embed(modality, items)
     single = torch.cat([tiny.embed(modality, [item]) for item in items])
     assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_adding_a_shared_encoder_gets_its_own_weights(tmp_path):
+    model = geobind.load("tiny")
+    model.add_encoder("thermal", model["sat"], kind="sat", section=model.config["sat"])
+    assert model["thermal"] is not model["sat"]
+    loaded = geobind.load(model.save(tmp_path / "m"))  # no "tensors share memory" error
+    chip = np.zeros((3, 32, 32), np.uint8)
+    assert torch.equal(loaded.embed("thermal", chip), loaded.embed("sat", chip))
+
+
+def test_prefetch_thread_stops_when_the_consumer_stops():
+    import threading
+    import time
+
+    from geobind.models.encoders import _background
+
+    def produce():
+        for i in range(100):
+            yield np.zeros(10) + i
+
+    before = threading.active_count()
+    gen = _background(produce(), depth=2)
+    assert next(gen)[0] == 0
+    gen.close()
+    deadline = time.time() + 5
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(_background(broken()))
+
+
+def test_encoder_inputs_edge_cases(tiny, tmp_path):
+    import soundfile as sf
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], np.random.default_rng(i).standard_normal(4800) * 0.1, 48000)
+    assert tiny.embed("audio", tuple(paths)).shape == (2, 64)  # a tuple of clips is a batch
+    assert tiny.embed("audio", (np.zeros(4800, np.float32), np.int64(48000))).shape == (1, 64)
+    assert tiny.embed("text", [], templates=["a photo of {}."]).shape == (0, 64)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import geobind
@@ -126,3 +127,35 @@ def test_cli_config_file_and_flags(world, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "epochz" in out.stderr
+
+
+def test_existing_output_refused_before_training(world, tmp_path):
+    from geobind.errors import OutputExistsError
+    from geobind.training.stages import train_stage1
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("mine")
+    cfg = TrainConfig(model="tiny", world=str(world.root), out=str(tmp_path / "m"), epochs=50)
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        train_stage1(cfg)
+    assert not (tmp_path / "m.train").exists()  # refused before any training
+
+
+def test_config_keys_may_use_hyphens():
+    cfg = TrainConfig.from_mapping({"batch-size": 8, "scenes": "a.tif"})
+    assert cfg.batch_size == 8 and cfg.scenes == ["a.tif"]
+
+
+def test_audio_window_changes_with_the_epoch():
+    from geobind.training.datasets import AudioClips
+
+    features = geobind.load("tiny")["audio"].features
+    clip = (np.random.default_rng(0).standard_normal(48000 * 9).astype(np.float32), 48000)
+    ds = AudioClips([clip], features, augment=True, seed=1)
+    seen = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        seen.add(float(ds[0]["input"].sum()))
+    assert len(seen) > 1
+    fixed = AudioClips([clip], features, augment=False)
+    assert len({float(fixed[0]["input"].sum()) for _ in range(3)}) == 1
