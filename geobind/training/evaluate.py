@@ -81,7 +81,7 @@ def evaluate(
     from geobind.synth import load_world
 
     start = time.perf_counter()
-    model = geobind.load(model, device="cpu") if not isinstance(model, torch.nn.Module) else model
+    model = model if isinstance(model, torch.nn.Module) else geobind.load(model, device="auto")
     world = load_world(data)
     scenes = [str(p) for p in world.scenes.values()]
     names = [c["name"] for c in world.info["classes"]]

@@ -197,7 +197,7 @@ def train_stage1(cfg: TrainConfig) -> Path:
     from geobind.training.datasets import Anchored
     from geobind.training.tasks import BindTask
 
-    model = geobind.load(cfg.model, device="cpu", seed=cfg.seed)
+    model = geobind.load(cfg.model, device="auto", seed=cfg.seed)  # anchors on GPU if any
     scenes, manifest = _data(cfg, "ground")
     train_pts, val_pts = _splits(manifest)
     sat_cfg = model.config["sat"]
@@ -246,7 +246,7 @@ def train_stage2(cfg: TrainConfig) -> Path:
     from geobind.training.datasets import Anchored, AudioClips
     from geobind.training.tasks import BindTask
 
-    model = geobind.load(cfg.model, device="cpu", seed=cfg.seed)
+    model = geobind.load(cfg.model, device="auto", seed=cfg.seed)  # anchors on GPU if any
     sat_hash = model.encoder_sha256("sat")
     model["sat"].requires_grad_(False).eval()
     scenes, manifest = _data(cfg, "audio")
