@@ -41,12 +41,6 @@ def _text_classes(model, names: list[str]) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
 
 
-def _sat_embed(sat, chips, batch_size: int) -> torch.Tensor:
-    from geobind.training.stages import _embed_chips
-
-    return _embed_chips(sat, chips, batch_size)
-
-
 def _retrieval(a, b, baselines: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     out = {"model": retrieval_metrics(a, b, ks=_KS)}
     for name, (qa, qb) in baselines.items():
@@ -77,8 +71,8 @@ def evaluate(
     """
     import geobind
     from geobind.data.manifest import read_manifest
-    from geobind.data.paired import PairedChips
     from geobind.synth import load_world
+    from geobind.training.stages import _chips, _embed_chips
 
     start = time.perf_counter()
     model = model if isinstance(model, torch.nn.Module) else geobind.load(model, device="auto")
@@ -100,21 +94,15 @@ def evaluate(
         gdf = gdf[gdf["split"] == split]
         if len(gdf) == 0:
             raise InputDataError(f"{manifest} has no {split!r} points")
-        chips = PairedChips(
-            scenes,
-            gdf,
-            chip_size=sat_cfg["chip_size"],
-            gsd=sat_cfg.get("gsd"),
-            bands=sat_cfg["bands"],
-        )
+        chips = _chips(scenes, gdf, sat_cfg)
         return chips, chips.points
 
     g_chips, g_pts = points(world.ground_manifest)
-    sat_g = _sat_embed(model["sat"], g_chips, batch_size)
+    sat_g = _embed_chips(model["sat"], g_chips, batch_size)
     ground = model["ground"].embed(list(g_pts["path"]), batch_size=batch_size, progress=progress)
     extra = {}
     if baselines:
-        raw_g = _sat_embed(untrained, g_chips, batch_size)
+        raw_g = _embed_chips(untrained, g_chips, batch_size)
         rnd = torch.from_numpy(random_embeddings(len(sat_g), dim, seed=1)).float()
         extra = {"untrained": raw_g, "random": rnd}
     out["sat→ground"] = _retrieval(sat_g, ground, {k: (v, ground) for k, v in extra.items()})
@@ -131,7 +119,7 @@ def evaluate(
 
     if "audio" in model.modalities and world.audio_manifest.is_file():
         a_chips, a_pts = points(world.audio_manifest)
-        sat_a = _sat_embed(model["sat"], a_chips, batch_size)
+        sat_a = _embed_chips(model["sat"], a_chips, batch_size)
         audio = model["audio"].embed(list(a_pts["path"]), progress=progress)
         rnd_a = (
             {

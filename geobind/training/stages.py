@@ -129,12 +129,7 @@ def _fit(task, train_ds, val_ds, cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint at %s; starting from scratch", last)
     start = time.perf_counter()
-    trainer.fit(
-        task,
-        _loader(train_ds, cfg, shuffle=True),
-        _loader(val_ds, cfg, shuffle=False),
-        ckpt_path=ckpt_path,
-    )
+    trainer.fit(task, train_loader, _loader(val_ds, cfg, shuffle=False), ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -158,7 +153,10 @@ def _embed_chips(sat, ds, batch_size: int) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0, sat.embed_dim)
 
 
-def _chips(scenes, points, sat_cfg: dict, cfg: TrainConfig, *, augment: bool):
+def _chips(
+    scenes, points, sat_cfg: dict, *, augment: bool = False, jitter_px: int = 3, seed: int = 0
+):
+    """Chips as the satellite encoder reads them (its chip size, GSD and bands)."""
     from geobind.data.paired import PairedChips
 
     return PairedChips(
@@ -168,8 +166,8 @@ def _chips(scenes, points, sat_cfg: dict, cfg: TrainConfig, *, augment: bool):
         gsd=sat_cfg.get("gsd"),
         bands=sat_cfg["bands"],
         augment=augment,
-        jitter_px=cfg.jitter_px,
-        seed=cfg.seed,
+        jitter_px=jitter_px,
+        seed=seed,
     )
 
 
@@ -201,8 +199,10 @@ def train_stage1(cfg: TrainConfig) -> Path:
     scenes, manifest = _data(cfg, "ground")
     train_pts, val_pts = _splits(manifest)
     sat_cfg = model.config["sat"]
-    train_ds = _chips(scenes, train_pts, sat_cfg, cfg, augment=True)
-    val_ds = _chips(scenes, val_pts, sat_cfg, cfg, augment=False)
+    train_ds = _chips(
+        scenes, train_pts, sat_cfg, augment=True, jitter_px=cfg.jitter_px, seed=cfg.seed
+    )
+    val_ds = _chips(scenes, val_pts, sat_cfg)
     start = time.perf_counter()
     ground = model["ground"]
     train_anchor = ground.embed(list(train_ds.points["path"]), progress=cfg.progress)
@@ -256,7 +256,7 @@ def train_stage2(cfg: TrainConfig) -> Path:
     audio = model["audio"]
     datasets = []
     for pts, augment in ((train_pts, True), (val_pts, False)):
-        chips = _chips(scenes, pts, sat_cfg, cfg, augment=False)  # anchors: the un-jittered chip
+        chips = _chips(scenes, pts, sat_cfg)  # anchors: the un-jittered chip
         anchors = _embed_chips(model["sat"], chips, cfg.batch_size)
         clips = AudioClips(
             list(chips.points["path"]),
