@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from geobind._version import __version__
+from geobind.accessors import install as _install_accessors
 from geobind.errors import GeoBindError, GeoBindWarning
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "GeoBindError",
     "GeoBindWarning",
     "__version__",
+    "embed_to_zarr",
     "generate_world",
     "list_models",
     "load",
+    "use_model",
 ]
 
 # PEP 562: public names from submodules (and torch behind them) load on first access
@@ -30,6 +33,8 @@ _LAZY = {
     "GeoBind": "geobind.models",
     "load": "geobind.models",
     "list_models": "geobind.models.presets",
+    "use_model": "geobind.inference.context",
+    "embed_to_zarr": "geobind.inference.store",
 }
 
 
@@ -39,3 +44,6 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'geobind' has no attribute {name!r}")
+
+
+_install_accessors()  # .geobind on xarray / GeoPandas objects, registered once those load

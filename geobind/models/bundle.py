@@ -167,6 +167,7 @@ class GeoBind(nn.Module):
         self.config = config
         self.encoders = nn.ModuleDict(dict(encoders))
         self.weights_sha256: str | None = None
+        self.source: Any = None  # what geobind.load() can rebuild it from (None: in memory only)
 
     @classmethod
     def from_config(
@@ -330,6 +331,7 @@ class GeoBind(nn.Module):
             shutil.rmtree(folder)
         tmp.rename(folder)
         self.weights_sha256 = digest
+        self.source = str(folder.resolve())
         return folder
 
 
@@ -433,10 +435,13 @@ def load(
         model = spec
     elif isinstance(spec, Mapping):
         model = GeoBind.from_config(_from_mapping(spec), seed=seed)
+        model.source = dict(spec) if seed == 0 else None
     elif isinstance(spec, str) and spec in list_models():
         model = GeoBind.from_config(get_preset(spec), seed=seed)
+        model.source = spec if seed == 0 else None
     elif Path(spec).is_dir():
         model = _load_folder(Path(spec))
+        model.source = str(Path(spec).resolve())
     else:
         raise InputDataError(
             f"{spec!s} is neither a model preset ({', '.join(list_models())}) nor a model folder"

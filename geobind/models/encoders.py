@@ -150,7 +150,8 @@ class SatEncoder(Encoder):
         visual: an open_clip vision tower (``model.visual``).
         bands: 1-based band numbers read as R, G, B.
         scale: ``"auto"`` or a divisor (see :func:`~geobind.models.preprocess.prepare_chips`).
-        mean, std: normalisation (CLIP's).
+        mean: normalisation mean per channel (CLIP's).
+        std: normalisation standard deviation per channel (CLIP's).
         image_size: the tower's input size; chips of other sizes are resized.
     """
 

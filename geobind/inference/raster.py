@@ -1,0 +1,347 @@
+"""Rasters (xarray) → georeferenced embedding grids, and what is computed over grids.
+
+The xarray layer over :mod:`geobind.inference.grid`: reads a raster's bands, CRS, transform and
+nodata (through rioxarray), plans the chip grid, embeds eagerly or lazily (dask, block by block
+with the chip halo, the model loaded once per worker), and writes the grid's CRS and transform.
+Grids are ``DataArray(embedding, y, x)`` float32 (float16 accepted when reading), NaN where a chip
+was mostly nodata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+
+from geobind._version import __version__
+from geobind.errors import CRSError, InputDataError
+from geobind.inference.context import ModelRef, resolve_model
+from geobind.inference.grid import ChipGrid, chip_pixels, embed_pixels
+from geobind.inference.query import cosine
+
+__all__ = [
+    "Layout",
+    "classify",
+    "embed_raster",
+    "grid_attrs",
+    "grid_dataarray",
+    "is_grid",
+    "layout",
+    "plan_grid",
+    "scores",
+    "top_k",
+]
+
+EMBEDDING = "embedding"
+
+
+@dataclass
+class Layout:
+    """What geobind needs to know about a raster: its dims, georeferencing and nodata."""
+
+    band: str | None
+    y: str
+    x: str
+    transform: Affine
+    crs: Any
+    nodata: float | None
+
+    @property
+    def gsd(self) -> float | None:
+        """Pixel size in metres (``None`` without a projected CRS)."""
+        if self.crs is None or not self.crs.is_projected:
+            return None
+        factor = self.crs.linear_units_factor[1] if self.crs.linear_units_factor else 1.0
+        return math.sqrt(abs(self.transform.a * self.transform.e)) * factor
+
+
+def is_grid(obj: xr.DataArray) -> bool:
+    """Whether ``obj`` is an embedding grid (it has an ``embedding`` dimension)."""
+    return EMBEDDING in obj.dims
+
+
+def layout(raster: xr.DataArray) -> Layout:
+    """Dims, transform, CRS and nodata of a raster read by rioxarray (or built by hand).
+
+    Example:
+        >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> r = xr.DataArray(np.zeros((3, 4, 5)), dims=("band", "y", "x"),
+        ...                  coords={"y": [3.5, 2.5, 1.5, 0.5], "x": np.arange(5) + 0.5})
+        >>> lay = layout(r.rio.write_crs(32633))
+        >>> lay.band, lay.transform.a, lay.gsd
+        ('band', 1.0, 1.0)
+    """
+    import rioxarray  # noqa: F401 - registers .rio
+
+    try:
+        y, x = raster.rio.y_dim, raster.rio.x_dim
+    except Exception as err:  # rioxarray's MissingSpatialDimensionError
+        raise InputDataError(
+            f"cannot find the raster's spatial dimensions (dims {raster.dims}): {err}"
+        ) from None
+    extra = [d for d in raster.dims if d not in (y, x)]
+    if len(extra) > 1:
+        raise InputDataError(
+            f"a raster has (band, y, x) dimensions; this one has {raster.dims}. Select or "
+            "stack the others first"
+        )
+    if raster.sizes[y] < 2 or raster.sizes[x] < 2:
+        raise InputDataError(f"the raster is too small to place chips on ({dict(raster.sizes)})")
+    nodata = raster.rio.nodata if raster.rio.nodata is not None else raster.rio.encoded_nodata
+    return Layout(
+        band=extra[0] if extra else None,
+        y=y,
+        x=x,
+        transform=raster.rio.transform(recalc=False),
+        crs=raster.rio.crs,
+        nodata=None if nodata is None else float(nodata),
+    )
+
+
+def plan_grid(
+    raster: xr.DataArray,
+    model: Any,
+    *,
+    chip_size: int | None = None,
+    stride: int | None = None,
+    gsd: float | None = None,
+) -> tuple[Layout, ChipGrid]:
+    """Chip size and stride in raster pixels, and the grid they give.
+
+    ``chip_size`` is in raster pixels; by default it keeps the model's footprint at the raster's
+    GSD (see :mod:`geobind.inference.grid`), which needs a projected CRS or ``gsd`` (the raster's
+    pixel size in metres). ``stride`` defaults to half a chip.
+
+    Example:
+        >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> r = xr.DataArray(np.zeros((3, 80, 80), np.uint8), dims=("band", "y", "x"),
+        ...                  coords={"y": 40 - np.arange(80) * 0.5, "x": np.arange(80) * 0.5})
+        >>> _, grid = plan_grid(r.rio.write_crs(32633), geobind.load("tiny"))
+        >>> grid.chip, grid.stride, grid.shape  # 32 px at 1 m = 64 px at 0.5 m
+        (64, 32, (1, 1))
+    """
+    lay = layout(raster)
+    if chip_size is None:
+        sat = model.config["sat"]
+        raster_gsd = gsd if gsd is not None else lay.gsd
+        if raster_gsd is None and sat.get("gsd"):
+            what = "has no CRS" if lay.crs is None else f"is in a geographic CRS ({lay.crs})"
+            raise CRSError(
+                f"the raster {what}, so its ground sample distance is unknown; reproject it to "
+                "a projected CRS (raster.rio.reproject(...)), or pass gsd=<metres per pixel> or "
+                "chip_size=<pixels>"
+            )
+        chip = chip_pixels(int(sat["chip_size"]), sat.get("gsd"), raster_gsd)
+    else:
+        chip = int(chip_size)
+    stride = int(stride) if stride is not None else max(1, chip // 2)
+    grid = ChipGrid(raster.sizes[lay.y], raster.sizes[lay.x], chip, stride, lay.transform)
+    return lay, grid
+
+
+def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:
+    """Attributes recorded on every grid and store: model name and hash, chip, stride, version."""
+    sha = model.weights_sha256 or model.encoder_sha256("sat")
+    return {
+        "model": model.name,
+        "model_sha256": sha,
+        "chip_size": grid.chip,
+        "stride": grid.stride,
+        "geobind_version": __version__,
+        **extra,
+    }
+
+
+def grid_dataarray(
+    data: Any, grid: ChipGrid, crs: Any, *, dims: tuple[str, str] = ("y", "x"), attrs=None
+) -> xr.DataArray:
+    """Wrap ``(embed_dim, rows, cols)`` data (numpy or dask) as a georeferenced grid."""
+    y, x = grid.coords()
+    out = xr.DataArray(
+        data,
+        dims=(EMBEDDING, *dims),
+        coords={dims[0]: y, dims[1]: x},
+        name=EMBEDDING,
+        attrs=dict(attrs or {}),
+    )
+    out = out.rio.write_transform(grid.transform)
+    return out.rio.write_crs(crs) if crs is not None else out
+
+
+def _embed_block(pixels, ref, chip, stride, nodata, nodata_fraction, bands, batch_size):
+    return embed_pixels(
+        ref.get()["sat"],
+        np.asarray(pixels),
+        chip=chip,
+        stride=stride,
+        nodata=nodata,
+        nodata_fraction=nodata_fraction,
+        bands=bands,
+        batch_size=batch_size,
+    )
+
+
+def embed_raster(
+    raster: xr.DataArray,
+    model: Any = None,
+    *,
+    chip_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 64,
+    nodata_fraction: float = 0.5,
+    bands: Sequence[int] | None = None,
+    gsd: float | None = None,
+    progress: bool = False,
+) -> xr.DataArray:
+    """Embed every chip of a raster into a ``DataArray(embedding, y, x)`` grid (see the accessor).
+
+    A dask-backed raster gives a dask-backed grid: one task per block of cells (about one raster
+    chunk each) reading its pixels with the chip halo; the model travels as its spec and loads
+    once per worker process.
+    """
+    import rioxarray  # noqa: F401
+
+    model = resolve_model(model)
+    lay, grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd)
+    if not 0 <= nodata_fraction <= 1:
+        raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
+    arr = raster if lay.band is not None else raster.expand_dims("band")
+    arr = arr.transpose(lay.band or "band", lay.y, lay.x)
+    attrs = grid_attrs(model, grid, nodata_fraction=nodata_fraction)
+    args = (grid.chip, grid.stride, lay.nodata, nodata_fraction, bands, batch_size)
+    if arr.chunks is None:
+        data = embed_pixels(
+            model["sat"],
+            np.asarray(arr.values),
+            chip=grid.chip,
+            stride=grid.stride,
+            nodata=lay.nodata,
+            nodata_fraction=nodata_fraction,
+            bands=bands,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    else:
+        data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, args)
+    return grid_dataarray(data, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
+
+
+def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, args: tuple) -> Any:
+    """A dask array of the grid: one task per block of cells, each reading its halo'd window."""
+    import dask.array as da
+
+    chunk = max(pixels.chunksize[1], pixels.chunksize[2], grid.chip)
+    cells = max(1, (chunk - grid.chip) // grid.stride + 1)
+    rows = []
+    for r in range(0, grid.shape[0], cells):
+        row = []
+        for c in range(0, grid.shape[1], cells):
+            rs, cs = (
+                slice(r, min(r + cells, grid.shape[0])),
+                slice(c, min(c + cells, grid.shape[1])),
+            )
+            wr, wc = grid.window(rs, cs)
+            block = pixels[:, wr, wc].rechunk(-1)
+            n = (rs.stop - rs.start, cs.stop - cs.start)
+            row.append(
+                da.map_blocks(
+                    _embed_block,
+                    block,
+                    ref,
+                    *args,
+                    dtype=np.float32,
+                    chunks=((dim,), *[(k,) for k in n]),
+                )
+            )
+        rows.append(row)
+    return da.block(rows)  # nested lists concatenate along the last two axes (y, x)
+
+
+def scores(grid: xr.DataArray, vectors: np.ndarray, labels: Sequence[str], several: bool):
+    """Cosine similarity of a grid with query vectors: ``(y, x)`` or ``(query, y, x)``.
+
+    Lazy (dask) grids give lazy maps, computed block by block.
+    """
+    data = grid.transpose(EMBEDDING, ...).data
+    if hasattr(data, "dask"):
+        data = data.rechunk({0: -1})
+        out = data.map_blocks(
+            cosine, vectors, chunks=((len(vectors),), *data.chunks[1:]), dtype=np.float32
+        )
+    else:
+        out = cosine(data, vectors)
+    spatial = [d for d in grid.dims if d != EMBEDDING]
+    result = xr.DataArray(
+        out,
+        dims=("query", *spatial),
+        coords={"query": list(labels), **{d: grid[d] for d in spatial}},
+        name="similarity",
+        attrs={k: v for k, v in grid.attrs.items() if k != "long_name"},
+    )
+    if "spatial_ref" in grid.coords:
+        result = result.assign_coords(spatial_ref=grid.coords["spatial_ref"])
+    return result if several else result.isel(query=0, drop=True)
+
+
+def classify(grid: xr.DataArray, model: Any, labels: Sequence[str] | Mapping[str, Any], **kw):
+    """Zero-shot classes per cell: argmax over text prompts (see the accessor's ``classify``)."""
+    from geobind.inference.query import embed_query
+
+    prompts = dict(labels) if isinstance(labels, Mapping) else {name: name for name in labels}
+    if not prompts:
+        raise InputDataError("classify needs at least one label")
+    vectors = []
+    for texts in prompts.values():
+        vecs, _, _ = embed_query(
+            model, text=[texts] if isinstance(texts, str) else list(texts), **kw
+        )
+        mean = vecs.mean(0)
+        vectors.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    names = list(prompts)
+    s = scores(grid, np.stack(vectors), names, True).rename(query="label")
+    valid = s.notnull().all("label")
+    label = s.fillna(-np.inf).argmax("label").where(valid, -1).astype(np.int16)
+    label.attrs = {
+        "flag_values": list(range(len(names))),
+        "flag_meanings": " ".join(n.replace(" ", "_") for n in names),
+        "labels": names,
+    }
+    return xr.Dataset({"class": label, "score": s.max("label"), "scores": s}, attrs=grid.attrs)
+
+
+def top_k(similarity: xr.DataArray, k: int, grid_transform: Affine, crs: Any):
+    """The ``k`` highest-scoring cells of a ``(y, x)`` map as a GeoDataFrame of cell polygons."""
+    import geopandas as gpd
+    import shapely
+
+    if similarity.ndim != 2:
+        raise InputDataError("top_k takes one query at a time")
+    if k < 1:
+        raise InputDataError(f"k must be ≥ 1; got {k}")
+    values = np.asarray(similarity.values, np.float32)
+    flat = np.where(np.isnan(values), -np.inf, values).ravel()
+    k_eff = min(k, int(np.isfinite(flat).sum()))
+    best = np.argpartition(-flat, k_eff - 1)[:k_eff] if k_eff else np.array([], int)
+    best = best[np.argsort(-flat[best], kind="stable")]
+    rows, cols = np.unravel_index(best, values.shape)
+    t = grid_transform
+    x0, y0 = t * (cols, rows)
+    x1, y1 = t * (cols + 1, rows + 1)
+    geoms = shapely.box(
+        np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
+    )
+    return gpd.GeoDataFrame(
+        {
+            "rank": np.arange(1, k_eff + 1),
+            "score": flat[best],
+            "row": rows,
+            "col": cols,
+        },
+        geometry=geoms,
+        crs=crs,
+    )
