@@ -98,7 +98,8 @@ class GeoBindArrayAccessor:
         from geobind.inference.context import resolve_model
 
         model = resolve_model(model)
-        grid = self.embed(model, **embed_kw)
+        grid = embed_kw.pop("grid", None)  # a grid already embedded from this raster
+        grid = self.embed(model, **embed_kw) if grid is None else grid
         made_by = grid.attrs.get("model_sha256")
         if made_by and made_by not in (model.weights_sha256, model.encoder_sha256("sat")):
             raise InputDataError(
@@ -128,7 +129,8 @@ class GeoBindArrayAccessor:
         geometry / GeoDataFrame / GeoSeries ("find places like this": the area-weighted mean
         embedding of the cells it covers). A list of queries adds a ``query`` dimension. The
         keywords force a kind. On a raster the grid is embedded first (``embed_kw`` go to
-        :meth:`embed`); on an embedding grid nothing is re-embedded.
+        :meth:`embed`), unless ``grid=`` passes one already made from it (e.g. read from a Zarr
+        store); on an embedding grid nothing is re-embedded.
 
         Example:
             >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401

@@ -10,8 +10,10 @@ was mostly nodata.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,9 @@ __all__ = [
     "grid_dataarray",
     "is_grid",
     "layout",
+    "open_raster",
     "plan_grid",
+    "read_pixels",
     "scores",
     "top_k",
 ]
@@ -58,6 +62,39 @@ class Layout:
             return None
         factor = self.crs.linear_units_factor[1] if self.crs.linear_units_factor else 1.0
         return math.sqrt(abs(self.transform.a * self.transform.e)) * factor
+
+
+def open_raster(path: str | os.PathLike[str], **kwargs: Any) -> xr.DataArray:
+    """``rioxarray.open_rasterio(path)`` (lazily read), with a clear error for bad files.
+
+    Example:
+        >>> open_raster("missing.tif")
+        Traceback (most recent call last):
+        geobind.errors.InputDataError: raster missing.tif does not exist
+    """
+    import rioxarray
+
+    if not Path(path).exists():
+        raise InputDataError(f"raster {path} does not exist")
+    try:
+        return rioxarray.open_rasterio(path, **kwargs)
+    except Exception as err:  # rasterio's RasterioIOError / CPLE_* errors
+        raise InputDataError(
+            f"cannot open raster {path}: {err}. Is it a GeoTIFF (or another GDAL raster)?"
+        ) from None
+
+
+def read_pixels(arr: xr.DataArray) -> np.ndarray:
+    """The values of a lazily read raster (block), turning read failures into a clear error."""
+    try:
+        return np.asarray(arr.values)
+    except Exception as err:
+        if type(err).__module__.split(".")[0] != "rasterio":
+            raise
+        source = arr.encoding.get("source", "the raster")
+        raise InputDataError(
+            f"reading {source} failed (a damaged or truncated file?): {err}"
+        ) from None
 
 
 def is_grid(obj: xr.DataArray) -> bool:
@@ -217,7 +254,7 @@ def embed_raster(
     if arr.chunks is None:
         data = embed_pixels(
             model["sat"],
-            np.asarray(arr.values),
+            read_pixels(arr),
             chip=grid.chip,
             stride=grid.stride,
             nodata=lay.nodata,

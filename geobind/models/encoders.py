@@ -19,9 +19,8 @@ from torch import nn
 
 from geobind.errors import InputDataError
 from geobind.models.preprocess import (
-    audio_windows,
     clap_log_mel,
-    load_audio,
+    load_audio_windows,
     load_image,
     prepare_chips,
 )
@@ -316,9 +315,7 @@ class AudioEncoder(Encoder):
 
         def windows() -> Iterator[tuple[np.ndarray, int]]:
             for i, clip in enumerate(tqdm(clips, disable=not progress, desc="audio")):
-                for w in audio_windows(
-                    load_audio(clip, self.sample_rate), window, self.max_windows
-                ):
+                for w in load_audio_windows(clip, self.sample_rate, window, self.max_windows):
                     yield w, i
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -13,7 +13,16 @@ import numpy as np
 from geobind.data.scaling import scale_to_unit
 from geobind.errors import InputDataError
 
-__all__ = ["audio_windows", "clap_log_mel", "load_audio", "load_image", "prepare_chips"]
+__all__ = [
+    "audio_windows",
+    "clap_log_mel",
+    "load_audio",
+    "load_audio_windows",
+    "load_image",
+    "prepare_chips",
+]
+
+_LONG_CLIP_S = 60.0  # files longer than this are read window by window, never whole
 
 
 def _as_chip_batch(chips: Any) -> list[np.ndarray]:
@@ -173,14 +182,58 @@ def audio_windows(samples: np.ndarray, window: int, max_windows: int) -> list[np
         >>> [len(w) for w in audio_windows(np.zeros(25), 10, 8)]
         [10, 10, 10]
     """
-    n = len(samples)
-    if n <= window:
+    if len(samples) <= window:
         return [samples]
+    return [samples[s : s + window] for s in _window_starts(len(samples), window, max_windows)]
+
+
+def _window_starts(n: int, window: int, max_windows: int) -> np.ndarray:
     count = math.ceil(n / window)
     starts = np.minimum(np.arange(count) * window, n - window)
     if count > max_windows:
         starts = starts[np.linspace(0, count - 1, max_windows).round().astype(int)]
-    return [samples[s : s + window] for s in starts]
+    return starts
+
+
+def load_audio_windows(item: Any, sample_rate: int, window: int, max_windows: int):
+    """:func:`audio_windows` of :func:`load_audio`, reading long files window by window.
+
+    A file longer than a minute is never read whole: only the (at most ``max_windows``) windows
+    are read, mixed down and resampled, so memory stays bounded for hour-long recordings. A file
+    whose header claims more samples than it holds (truncated) gives the windows it does hold.
+
+    Example:
+        >>> import numpy as np, soundfile as sf
+        >>> path = getfixture("tmp_path") / "long.wav"
+        >>> sf.write(path, np.zeros(8000 * 120, np.int16), 8000)  # two minutes at 8 kHz
+        >>> [len(w) for w in load_audio_windows(path, 48000, 48000 * 5, 3)]
+        [240000, 240000, 240000]
+    """
+    if not isinstance(item, str | os.PathLike):
+        return audio_windows(load_audio(item, sample_rate), window, max_windows)
+    import soundfile as sf
+
+    path = Path(item)
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        info = None  # load_audio gives the clear error
+    if info is None or info.frames <= _LONG_CLIP_S * info.samplerate:
+        return audio_windows(load_audio(path, sample_rate), window, max_windows)
+    ratio = info.samplerate / sample_rate
+    n = int(info.frames / ratio)
+    out = []
+    with sf.SoundFile(path) as f:
+        for start in _window_starts(n, window, max_windows):
+            f.seek(int(start * ratio))
+            chunk = f.read(math.ceil(window * ratio), dtype="float32", always_2d=True)
+            if len(chunk) == 0:
+                continue  # past the end of a truncated file
+            samples = load_audio((chunk.mean(axis=1), info.samplerate), sample_rate)
+            out.append(samples[:window])
+    if not out:
+        raise InputDataError(f"audio file {path} holds no samples (truncated?)")
+    return out
 
 
 def clap_log_mel(windows: Sequence[np.ndarray], features: Any):

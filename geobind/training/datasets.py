@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geobind.models.preprocess import audio_windows, clap_log_mel, load_audio, load_image
+from geobind.models.preprocess import clap_log_mel, load_audio_windows, load_image
 
 __all__ = ["Anchored", "AudioClips", "PhotoCaptions"]
 
@@ -88,8 +88,9 @@ class AudioClips(Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        samples = load_audio(self.clips[i], self.rate)
-        windows = audio_windows(samples, int(self.features.nb_max_samples), self.max_windows)
+        windows = load_audio_windows(
+            self.clips[i], self.rate, int(self.features.nb_max_samples), self.max_windows
+        )
         pick = 0
         if self.augment and len(windows) > 1:
             rng = np.random.default_rng([self.seed, int(self._epoch), i])
