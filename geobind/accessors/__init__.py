@@ -36,14 +36,16 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        accessor = self.pending.pop(fullname)
-        if not self.pending:
-            sys.meta_path.remove(self)
         run = spec.loader.exec_module
 
         def exec_module(module: Any) -> None:
             run(module)
-            _register(accessor)
+            # only now: other code (torch) calls find_spec("xarray") without importing it
+            accessor = self.pending.pop(fullname, None)
+            if not self.pending and self in sys.meta_path:
+                sys.meta_path.remove(self)
+            if accessor:
+                _register(accessor)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -133,11 +133,12 @@ def embed_query(
     return np.stack(vectors).astype(np.float32), labels, several
 
 
-def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 1 << 16) -> np.ndarray:
+def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 1 << 15) -> np.ndarray:
     """Cosine similarity of an ``(embed_dim, …)`` grid of unit vectors with ``(n, embed_dim)``
     query vectors: ``(n, …)`` float32, NaN where the grid is NaN.
 
-    Works in chunks of cells, converting float16 grids to float32 a chunk at a time.
+    One matrix product for float32 grids; float16 grids are converted chunk by chunk into a
+    reused float32 buffer (torch converts ~10× faster than numpy here, measured).
 
     Example:
         >>> import numpy as np
@@ -145,10 +146,18 @@ def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 1 << 16) -> np
         >>> cosine(g, np.array([[1.0, 0.0]], np.float32)).tolist()
         [[1.0, 0.0]]
     """
+    import torch
+
     d = grid.shape[0]
-    flat = grid.reshape(d, -1)
-    q = np.ascontiguousarray(vectors, np.float32)
-    out = np.empty((q.shape[0], flat.shape[1]), np.float32)
-    for i in range(0, flat.shape[1], chunk):
-        out[:, i : i + chunk] = q @ flat[:, i : i + chunk].astype(np.float32, copy=False)
-    return out.reshape((q.shape[0], *grid.shape[1:]))
+    flat = torch.from_numpy(np.ascontiguousarray(grid).reshape(d, -1))
+    q = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
+    if flat.dtype == torch.float32:
+        out = q @ flat
+    else:
+        out = torch.empty((q.shape[0], flat.shape[1]), dtype=torch.float32)
+        buf = torch.empty((d, min(chunk, flat.shape[1])), dtype=torch.float32)
+        for i in range(0, flat.shape[1], chunk):
+            n = min(chunk, flat.shape[1] - i)
+            buf[:, :n].copy_(flat[:, i : i + n])
+            torch.matmul(q, buf[:, :n], out=out[:, i : i + n])
+    return out.numpy().reshape((q.shape[0], *grid.shape[1:]))

@@ -34,9 +34,11 @@ __all__ = [
     "grid_dataarray",
     "is_grid",
     "layout",
+    "model_sha256",
     "open_raster",
     "plan_grid",
     "read_pixels",
+    "same_model",
     "scores",
     "top_k",
 ]
@@ -181,12 +183,43 @@ def plan_grid(
     return lay, grid
 
 
+def model_sha256(model: Any) -> str:
+    """The hash grids record for ``model``: its weights file's, else its satellite encoder's.
+
+    The encoder hash is cached until a parameter changes (torch's version counters), so queries
+    do not re-hash a large model's weights.
+
+    Example:
+        >>> import geobind
+        >>> m = geobind.load("tiny")
+        >>> model_sha256(m) == m.encoder_sha256("sat")
+        True
+    """
+    if model.weights_sha256:
+        return model.weights_sha256
+    return _sat_sha256(model)
+
+
+def _sat_sha256(model: Any) -> str:
+    stamp = tuple(p._version for p in model["sat"].parameters())
+    cached = getattr(model, "_geobind_sat_sha256", None)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, model.encoder_sha256("sat"))
+        model._geobind_sat_sha256 = cached
+    return cached[1]
+
+
+def same_model(grid: xr.DataArray, model: Any) -> bool:
+    """Whether ``grid`` was embedded by ``model`` (or records no model)."""
+    made_by = grid.attrs.get("model_sha256")
+    return not made_by or made_by in (model.weights_sha256, _sat_sha256(model))
+
+
 def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:
     """Attributes recorded on every grid and store: model name and hash, chip, stride, version."""
-    sha = model.weights_sha256 or model.encoder_sha256("sat")
     return {
         "model": model.name,
-        "model_sha256": sha,
+        "model_sha256": model_sha256(model),
         "chip_size": grid.chip,
         "stride": grid.stride,
         "geobind_version": __version__,

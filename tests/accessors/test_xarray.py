@@ -282,7 +282,15 @@ def test_dataset_accessor_on_embedding_and_band_variables(tiny, tmp_path):
     )
 
 
-@pytest.mark.parametrize("order", ["import geobind, xarray", "import xarray, geobind"])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "import geobind, xarray",
+        "import xarray, geobind",
+        # torch looks xarray up without importing it; the hook must wait for the real import
+        "import geobind, importlib.util; importlib.util.find_spec('xarray'); import xarray",
+    ],
+)
 def test_accessors_register_in_any_import_order_without_slowing_import(order):
     code = (
         f"import sys; {order}; import pandas as pd\n"
@@ -292,3 +300,16 @@ def test_accessors_register_in_any_import_order_without_slowing_import(order):
     subprocess.run([sys.executable, "-c", code], check=True)
     code = "import sys, geobind; assert 'xarray' not in sys.modules and 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_float16_grids_score_like_float32(tiny):
+    grid = _raster(h=96, w=96).geobind.embed(tiny, chip_size=32, stride=8, progress=False)
+    grid.values[:, 0, 0] = np.nan
+    from geobind.inference.query import cosine
+
+    q = tiny["text"].embed(["a lake", "a forest"]).numpy()
+    full = cosine(grid.values, q)
+    half = cosine(grid.values.astype(np.float16), q, chunk=7)  # several chunks and a remainder
+    np.testing.assert_allclose(half, full, atol=2e-3)
+    assert np.isnan(half[:, 0, 0]).all() and np.isnan(full[:, 0, 0]).all()
+    assert np.isfinite(half[:, 1:, 1:]).all()

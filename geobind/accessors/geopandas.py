@@ -1,0 +1,252 @@
+"""The ``.geobind`` accessor on GeoDataFrames and GeoSeries: embed, score and rank geometries.
+
+A thin shell over :func:`geobind.inference.vector.embed_geometries`: points take the chip
+centred on them, polygons and lines the area- (length-) weighted mean of the grid cells they
+cover; results are aligned to the frame's index, NaN where a geometry is off the raster, on
+nodata, empty or missing. Geometries in another CRS than the raster's are reprojected with a
+:class:`~geobind.errors.CRSMismatchWarning`; geometries without a CRS are an error.
+
+This module is imported as soon as pandas is (see :mod:`geobind.accessors`), so at import time
+it loads pandas and nothing heavier; geopandas, shapely, torch and the inference code load on
+first use.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+
+from geobind.errors import InputDataError
+
+__all__ = ["GeoBindGeoAccessor"]
+
+_SIMILARITY = "similarity"
+
+
+class _NotGeoDataError(InputDataError, AttributeError):
+    """``.geobind`` used on a pandas object without geometries (an AttributeError for pandas:
+    ``hasattr(df, "geobind")`` is False and ``dir(df)`` keeps working)."""
+
+
+def _geometry(obj: Any) -> Any:
+    """The active geometry GeoSeries of ``obj``, or ``None`` when it has none."""
+    if "geopandas" not in sys.modules:  # then obj cannot hold geometries: skip the import
+        return None
+    import geopandas as gpd
+
+    if isinstance(obj, gpd.GeoSeries):
+        return obj
+    if isinstance(obj, gpd.GeoDataFrame):
+        try:
+            return obj.geometry
+        except AttributeError:  # no active geometry column
+            return None
+    if isinstance(obj, pd.Series) and isinstance(obj.dtype, gpd.array.GeometryDtype):
+        return gpd.GeoSeries(obj)
+    return None
+
+
+@pd.api.extensions.register_series_accessor("geobind")
+@pd.api.extensions.register_dataframe_accessor("geobind")
+class GeoBindGeoAccessor:
+    """``gdf.geobind`` / ``geoseries.geobind``: geometries into the shared embedding space.
+
+    Every method takes the pixels as ``raster=`` (a DataArray read with rioxarray, or a GeoTIFF
+    path; embedded with ``model=`` or the :func:`geobind.use_model` default) or an embedding
+    grid as ``grid=`` (``DataArray(embedding, y, x)``, e.g. ``raster.geobind.embed()`` or
+    ``xr.open_zarr(store)["embedding"]``; no model needed to embed from it).
+
+    Raises:
+        InputDataError: (also an ``AttributeError``) on a pandas object without geometries.
+    """
+
+    __slots__ = ("_geo", "_obj")
+
+    def __init__(self, obj: Any):
+        geo = _geometry(obj)
+        if geo is None:
+            raise _NotGeoDataError(
+                f"the .geobind accessor needs a GeoDataFrame (with an active geometry column) "
+                f"or a GeoSeries; got a {type(obj).__name__}. Convert it with "
+                "geopandas.GeoDataFrame(df, geometry=..., crs=...)"
+            )
+        self._obj = obj
+        self._geo = geo
+
+    def embed(
+        self,
+        raster: Any = None,
+        *,
+        grid: Any = None,
+        model: Any = None,
+        chip_size: int | None = None,
+        stride: int | None = None,
+        batch_size: int = 64,
+        nodata_fraction: float = 0.5,
+        bands: Sequence[int] | None = None,
+        gsd: float | None = None,
+    ) -> pd.DataFrame:
+        """Embed each geometry: a DataFrame on the frame's index, columns ``0 … embed_dim − 1``.
+
+        Points take the chip centred on them (with only a ``grid``: the cell holding them);
+        polygons and lines the weighted mean of the grid cells they cover (``stride`` sets the
+        cells; only the cells they cover are embedded), scaled to unit length. Rows are NaN for
+        geometries off the raster, on nodata (more than ``nodata_fraction`` of a chip), empty
+        or missing. ``chip_size``, ``stride``, ``bands``, ``gsd`` and ``batch_size`` are those
+        of ``raster.geobind.embed``.
+
+        Raises:
+            CRSError: the geometries or the raster have no CRS.
+            InputDataError: neither or both of ``raster`` and ``grid``; no model.
+
+        Example:
+            >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray
+            >>> px = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+            >>> raster = xr.DataArray(px, dims=("band", "y", "x"), coords={
+            ...     "y": 63.5 - np.arange(64), "x": 0.5 + np.arange(64)}).rio.write_crs(32633)
+            >>> gdf = gpd.GeoDataFrame(geometry=[shapely.Point(32, 32), shapely.box(0, 0, 64, 64),
+            ...                                  shapely.Point(-50, 0)], crs=32633)
+            >>> emb = gdf.geobind.embed(raster, model="tiny")
+            >>> emb.shape, emb.isna().all(axis=1).tolist()
+            ((3, 64), [False, False, True])
+        """
+        from geobind.inference.vector import embed_geometries
+
+        vectors = embed_geometries(
+            self._geo,
+            raster,
+            grid=grid,
+            model=model,
+            chip_size=chip_size,
+            stride=stride,
+            batch_size=batch_size,
+            nodata_fraction=nodata_fraction,
+            bands=bands,
+            gsd=gsd,
+        )
+        return pd.DataFrame(vectors, index=self._obj.index, columns=range(vectors.shape[1]))
+
+    def similarity(
+        self,
+        query: Any = None,
+        *,
+        raster: Any = None,
+        grid: Any = None,
+        model: Any = None,
+        text: str | Sequence[str] | None = None,
+        audio: Any = None,
+        image: Any = None,
+        vector: Any = None,
+        templates: Sequence[str] | None = None,
+        **embed_kw: Any,
+    ) -> pd.Series | pd.DataFrame:
+        """Cosine similarity of each geometry's embedding (see :meth:`embed`) with a query.
+
+        ``query`` is read as by ``raster.geobind.similarity``: text, an audio or photo path,
+        ``(samples, rate)``, a PIL image or an embedding vector (or force the kind with
+        ``text=``, ``audio=``, ``image=``, ``vector=``). One query gives a Series named
+        ``similarity`` on the frame's index; a list gives a DataFrame with one column per query.
+        NaN where the geometry has no embedding. ``embed_kw`` go to :meth:`embed`.
+
+        Example:
+            >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray
+            >>> px = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+            >>> raster = xr.DataArray(px, dims=("band", "y", "x"), coords={
+            ...     "y": 63.5 - np.arange(64), "x": 0.5 + np.arange(64)}).rio.write_crs(32633)
+            >>> gdf = gpd.GeoDataFrame({"name": ["a", "b"]}, index=[10, 20], crs=32633,
+            ...                        geometry=[shapely.Point(20, 20), shapely.Point(40, 44)])
+            >>> with geobind.use_model("tiny"):
+            ...     s = gdf.geobind.similarity("a lake", raster=raster)
+            ...     both = gdf.geobind.similarity(["a lake", "a forest"], raster=raster)
+            >>> s.name, s.index.tolist(), both.columns.tolist()
+            ('similarity', [10, 20], ['a lake', 'a forest'])
+        """
+        import numpy as np
+
+        from geobind.inference.query import embed_query
+        from geobind.inference.vector import embed_geometries
+
+        qmodel = self._query_model(model, grid, query, vector)
+        if grid is not None and not isinstance(qmodel, SimpleNamespace):
+            _check_grid_model(grid, qmodel)
+        vectors, labels, several = embed_query(
+            qmodel,
+            query,
+            text=text,
+            audio=audio,
+            image=image,
+            vector=vector,
+            templates=templates,
+        )
+        emb = embed_geometries(self._geo, raster, grid=grid, model=model, **embed_kw)
+        if emb.shape[1] != vectors.shape[1]:
+            raise InputDataError(
+                f"the grid holds {emb.shape[1]}-d embeddings but the query is "
+                f"{vectors.shape[1]}-d; query with the model that made the grid"
+            )
+        scores = (emb @ vectors.T).astype(np.float32)
+        if several:
+            return pd.DataFrame(scores, index=self._obj.index, columns=labels)
+        return pd.Series(scores[:, 0], index=self._obj.index, name=_SIMILARITY)
+
+    def search(self, query: Any = None, *, k: int = 10, **kw: Any) -> Any:
+        """The ``k`` geometries most similar to ``query``: a GeoDataFrame of those rows with a
+        ``similarity`` column, best first (fewer rows when fewer geometries have embeddings).
+
+        Takes what :meth:`similarity` takes, for one query.
+
+        Example:
+            >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray
+            >>> px = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+            >>> raster = xr.DataArray(px, dims=("band", "y", "x"), coords={
+            ...     "y": 63.5 - np.arange(64), "x": 0.5 + np.arange(64)}).rio.write_crs(32633)
+            >>> gdf = gpd.GeoDataFrame(geometry=[shapely.Point(20, 20), shapely.Point(40, 44),
+            ...                                  shapely.Point(999, 999)], crs=32633)
+            >>> hits = gdf.geobind.search("a lake", raster=raster, model="tiny", k=5)
+            >>> len(hits), hits["similarity"].is_monotonic_decreasing  # the third is off-raster
+            (2, True)
+        """
+        import geopandas as gpd
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputDataError(f"k must be a positive integer; got {k!r}")
+        scores = self.similarity(query, **kw)
+        if isinstance(scores, pd.DataFrame):
+            raise InputDataError(
+                "search ranks by one query; pass one (or use similarity(...) for several)"
+            )
+        frame = self._obj
+        if not isinstance(frame, pd.DataFrame):
+            frame = gpd.GeoDataFrame(geometry=self._geo)
+        out = frame.assign(**{_SIMILARITY: scores.to_numpy()})
+        out = out[out[_SIMILARITY].notna()]
+        return out.sort_values(_SIMILARITY, ascending=False, kind="stable").head(k)
+
+    def _query_model(self, model: Any, grid: Any, query: Any, vector: Any) -> Any:
+        """The model that embeds the query; with only a grid and a vector query, none is needed."""
+        from geobind.inference.context import resolve_model
+
+        try:
+            return resolve_model(model)
+        except InputDataError:
+            from geobind.inference.raster import EMBEDDING
+
+            is_vector = vector is not None or (query is not None and hasattr(query, "shape"))
+            if model is not None or grid is None or not is_vector:
+                raise
+            return SimpleNamespace(embed_dim=int(grid.sizes[EMBEDDING]))
+
+
+def _check_grid_model(grid: Any, model: Any) -> None:
+    """Refuse to score a grid with another model than the one that embedded it."""
+    made_by = getattr(grid, "attrs", {}).get("model_sha256")
+    if made_by and made_by not in (model.weights_sha256, model.encoder_sha256("sat")):
+        raise InputDataError(
+            f"this grid was embedded by model {grid.attrs.get('model')!r} "
+            f"(sha256 {made_by[:12]}…), not by {model.name!r}: queries only mean something "
+            "with the model that made the grid; pass that one as model="
+        )
