@@ -146,11 +146,12 @@ class GeoBindGeoAccessor:
     ) -> pd.Series | pd.DataFrame:
         """Cosine similarity of each geometry's embedding (see :meth:`embed`) with a query.
 
-        ``query`` is read as by ``raster.geobind.similarity``: text, an audio or photo path,
-        ``(samples, rate)``, a PIL image or an embedding vector (or force the kind with
-        ``text=``, ``audio=``, ``image=``, ``vector=``). One query gives a Series named
-        ``similarity`` on the frame's index; a list gives a DataFrame with one column per query.
-        NaN where the geometry has no embedding. ``embed_kw`` go to :meth:`embed`.
+        ``query`` is read by its type (:func:`~geobind.inference.query.embed_query`): text, an
+        audio or photo path, ``(samples, rate)``, a PIL image or an embedding vector (or force
+        the kind with ``text=``, ``audio=``, ``image=``, ``vector=``). One query gives a Series
+        named ``similarity`` on the frame's index; a list gives a DataFrame with one column per
+        query. NaN where the geometry has no embedding. ``embed_kw`` go to :meth:`embed`. With
+        ``grid=``, the model must be the one that made the grid; a ``vector=`` query needs none.
 
         Example:
             >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray

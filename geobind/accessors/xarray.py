@@ -271,6 +271,7 @@ class GeoBindArrayAccessor:
             )
             title = str(m["query"].values) if "query" in m.coords else _title(query, kw)
             a.set_title(title)
+            a.ticklabel_format(useOffset=False, style="plain")  # full coordinates on the axes
             a.set_xlabel(f"x ({sim.rio.crs})" if sim.rio.crs else "x")
             fig.colorbar(image, ax=a, label="cosine similarity", shrink=0.8)
         return fig
