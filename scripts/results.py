@@ -86,7 +86,8 @@ def main() -> None:
     ]
     for q in queries:
         lines.append(f"| {q['query']} | {q['kind']} | {q['class']} | {q['auroc']:.3f} |")
-        shutil.copy(q["png"], images / Path(q["png"]).name)
+        name = "audio-query.png" if q["kind"] == "audio" else Path(q["png"]).name
+        shutil.copy(q["png"], images / name)
     lines += ["", "## Demo: time per step (seconds)", "", "| step | s |", "|---|---|"]
     lines += [f"| {name} | {s['seconds']} |" for name, s in steps.items()]
     if args.benchmarks:

@@ -297,8 +297,8 @@ class GeoBindDatasetAccessor:
     def array(self) -> xr.DataArray:
         """The DataArray the methods run on: ``embedding`` if present, else the bands stacked."""
         ds = self._obj
-        if "embedding" in ds.data_vars:
-            return ds["embedding"]
+        if "embedding" in ds.variables and ds["embedding"].ndim == 3:
+            return ds["embedding"]  # read back from Zarr it is listed among the coordinates
         names = [n for n, v in ds.data_vars.items() if v.ndim == 2]
         if not names:
             raise InputDataError(

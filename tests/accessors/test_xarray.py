@@ -271,11 +271,12 @@ def test_use_model_sets_the_default(tiny):
 def test_dataset_accessor_on_embedding_and_band_variables(tiny, tmp_path):
     raster = _raster()
     grid = raster.geobind.embed(tiny, chip_size=32, progress=False)
-    ds = grid.to_dataset()
-    np.testing.assert_array_equal(
-        ds.geobind.similarity("a lake", model=tiny).values,
-        grid.geobind.similarity("a lake", model=tiny).values,
-    )
+    grid.to_dataset().to_zarr(tmp_path / "grid.zarr", consolidated=False)
+    for ds in (grid.to_dataset(), xr.open_zarr(tmp_path / "grid.zarr", consolidated=False)):
+        np.testing.assert_array_equal(
+            ds.geobind.similarity("a lake", model=tiny).values,
+            grid.geobind.similarity("a lake", model=tiny).values,
+        )
     bands = raster.to_dataset("band").rename({1: "r", 2: "g", 3: "b"})
     np.testing.assert_allclose(
         bands.geobind.embed(tiny, chip_size=32, progress=False).values, grid.values, atol=1e-6
