@@ -280,6 +280,105 @@ def _register_training_commands() -> None:
 _register_training_commands()
 
 
+@app.command()
+def embed(
+    scenes: Annotated[
+        list[Path], typer.Argument(help="GeoTIFF/VRT scenes; each becomes one group of the store.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Zarr store to write or resume.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Preset or model folder (default: the model the store was written with)."
+        ),
+    ] = None,
+    chip_size: Annotated[
+        int | None,
+        typer.Option(help="Chip size in raster pixels (default: the model's footprint)."),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Stride in raster pixels (default: half a chip).")
+    ] = None,
+    tile: Annotated[
+        int, typer.Option(help="Grid cells per tile side (= Zarr chunk).", min=1)
+    ] = 256,
+    dtype: Annotated[str, typer.Option(help="Stored dtype: float32 or float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="Chips per encoder batch.", min=1)] = 64,
+    nodata_fraction: Annotated[
+        float, typer.Option(help="Chips with more nodata than this share are NaN.")
+    ] = 0.5,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="dask scheduler address (tcp://HOST:8786): run tiles on its workers."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the store.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Embed whole scenes into a Zarr store, tile by tile; rerun the same command to resume."""
+    from geobind.inference.store import embed_to_zarr
+
+    summary = embed_to_zarr(
+        scenes,
+        out,
+        model,
+        chip_size=chip_size,
+        stride=stride,
+        tile=tile,
+        dtype=dtype,
+        batch_size=batch_size,
+        nodata_fraction=nodata_fraction,
+        client=scheduler if scheduler is not None else False,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    typer.echo(str(summary))
+    if summary.failed:
+        typer.echo(
+            f"error: {len(summary.failed)} tile(s) failed (listed above); the rest of the store is "
+            "complete. Rerun the same command to retry them",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(
+    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    text: Annotated[
+        str, typer.Argument(metavar="QUERY", help="Text, or an audio (.wav …) or photo file.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="map.tif (a Cloud-Optimised GeoTIFF), map.png, or hits.geojson/.parquet.",
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model (default: the one the store was written with).")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option(help="Scene group(s) to query (default: all).")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Best cells to write (default 10 for vector outputs).", min=1)
+    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Also render a PNG next to a .tif.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Score a stored grid against a text, audio or photo query, chunk by chunk."""
+    from geobind.inference.store import query_store
+
+    start = time.perf_counter()
+    written = query_store(
+        store, text, out, model=model, groups=group, top_k=top_k, png=png, progress=progress
+    )
+    typer.echo(f"query {text!r} over {store} in {time.perf_counter() - start:.1f} s:")
+    for path in written:
+        typer.echo(f"  {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it).
 

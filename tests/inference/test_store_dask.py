@@ -1,0 +1,100 @@
+"""Zarr stores written by dask workers equal local ones, even when a worker dies mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from test_store import STRIDE, TILE, tree, write_scene
+
+from geobind.inference.store import embed_to_zarr
+
+distributed = pytest.importorskip("distributed")
+
+
+def _model_loads() -> int:
+    from geobind.inference.context import _load_cached
+
+    return _load_cached.cache_info().misses
+
+
+def _slow_writes() -> None:
+    """Widen the window between tiles on this worker, so the test can kill it mid-job."""
+    from geobind.inference import store
+
+    write = store._write_chunk
+
+    def slow(*args):
+        write(*args)
+        time.sleep(0.5)
+
+    store._write_chunk = slow
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("scenes") / "scene.tif")
+
+
+@pytest.fixture(scope="module")
+def reference(scene, tmp_path_factory):
+    """The store of a local run."""
+    root = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def client():
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_local_store(scene, reference, client, tmp_path):
+    root = tmp_path / "d.zarr"
+    summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    assert (summary.done, summary.failed) == (9, [])
+    assert tree(root) == tree(reference)
+    # each worker loaded the model once, however many tiles it ran
+    assert set(client.run(_model_loads).values()) == {1}
+    rerun = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    assert (rerun.done, rerun.skipped) == (0, 9)
+
+
+@pytest.mark.slow
+def test_a_worker_dying_mid_job_loses_nothing(scene, reference, client, tmp_path):
+    root = tmp_path / "k.zarr"
+    client.run(_slow_writes)
+    pids = client.run(os.getpid)
+    victim = next(iter(pids.values()))
+    flags = root / "scene" / "tiles" / "done" / "c"
+
+    def kill_after_first_tile() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(p.is_file() for p in flags.rglob("*")):
+            time.sleep(0.02)
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_first_tile)
+    killer.start()
+    summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    killer.join()
+    assert victim not in client.run(os.getpid).values()  # the worker did die
+    if summary.failed:  # dask gave up on a tile: it is listed, and a rerun finishes the job
+        assert all("worker" in f.error.lower() for f in summary.failed)
+        summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    assert summary.failed == []
+    assert tree(root) == tree(reference)
