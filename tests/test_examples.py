@@ -35,3 +35,16 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # the maps were drawn
     text = "".join(o.get("text", "") for o in outputs)
     assert "model tiny, scene alpha" in text
+
+
+@pytest.mark.slow
+def test_pipeline_example(tmp_path, capsys):
+    import geopandas as gpd
+
+    module = runpy.run_path(str(EXAMPLES / "pipeline.py"))
+    target = module["main"](tmp_path, [])
+    hits = gpd.read_file(target)
+    assert hits.crs.to_epsg() == 4326 and len(hits) == 40
+    assert set(hits["scene"]) == {"alpha", "beta"}
+    assert hits["score"].is_monotonic_decreasing
+    assert "40 hits" in capsys.readouterr().out
