@@ -23,6 +23,8 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "OutputExistsError",
+    "StoreError",
+    "StoreLockedError",
     "UntrustedPickleError",
     "WeightsNotFoundError",
 ]
@@ -58,6 +60,14 @@ class OutputExistsError(GeoBindError, FileExistsError):
 
 class MissingDependencyError(GeoBindError, ImportError):
     """An optional dependency needed for this feature is not installed."""
+
+
+class StoreError(GeoBindError, OSError):
+    """A Zarr store cannot be written (no space left, not writable, or in use)."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process is writing to the store."""
 
 
 class GeoBindWarning(UserWarning):

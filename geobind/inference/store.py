@@ -72,7 +72,12 @@ from typing import Any
 
 import numpy as np
 
-from geobind.errors import GeoBindError, InputDataError, OutputExistsError
+from geobind.errors import (
+    InputDataError,
+    OutputExistsError,
+    StoreError,
+    StoreLockedError,
+)
 from geobind.inference.grid import ChipGrid, embed_pixels
 
 __all__ = [
@@ -98,14 +103,6 @@ _BLOCK_BYTES = 64 << 20
 _PNG_MAX = 2048  # longest side of a rendered map, in pixels
 _RASTER_SUFFIXES = (".tif", ".tiff")
 _VECTOR_SUFFIXES = (".geojson", ".json", ".parquet", ".geoparquet", ".gpkg")
-
-
-class StoreError(GeoBindError, OSError):
-    """A Zarr store cannot be written (no space left, not writable, or in use)."""
-
-
-class StoreLockedError(StoreError):
-    """Another live process is writing to the store."""
 
 
 @dataclass(frozen=True)
