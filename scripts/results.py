@@ -22,12 +22,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-BENCHMARKS = {
-    "imports.py": [],
-    "encoders.py": [],
-    "embed.py": ["--quick"],
-    "zarr.py": ["--quick"],
-}
 
 
 def _metric_rows(metrics: dict) -> list[str]:
@@ -91,8 +85,15 @@ def main() -> None:
     lines += ["", "## Demo: time per step (seconds)", "", "| step | s |", "|---|---|"]
     lines += [f"| {name} | {s['seconds']} |" for name, s in steps.items()]
     if args.benchmarks:
+        world = str(args.demo / "world")
+        benchmarks = {
+            "imports.py": [],
+            "encoders.py": ["--archs", "demo"],
+            "embed.py": ["--quick", "--world", world],
+            "zarr.py": ["--quick", "--world", world],
+        }
         lines += ["", "## Benchmarks", ""]
-        for script, extra in BENCHMARKS.items():
+        for script, extra in benchmarks.items():
             cmd = [sys.executable, str(ROOT / "benchmarks" / script), *extra]
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             lines += [f"`python benchmarks/{script} {' '.join(extra)}`", "", "```", done.stdout]
