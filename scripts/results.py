@@ -89,7 +89,7 @@ def main() -> None:
         benchmarks = {
             "imports.py": [],
             "encoders.py": ["--archs", "demo"],
-            "embed.py": ["--quick", "--world", world],
+            "embed.py": ["--world", world],
             "zarr.py": ["--quick", "--world", world],
         }
         lines += ["", "## Benchmarks", ""]
