@@ -346,16 +346,19 @@ def scores(grid: xr.DataArray, vectors: np.ndarray, labels: Sequence[str], sever
     else:
         out = cosine(data, vectors)
     spatial = [d for d in grid.dims if d != EMBEDDING]
-    result = xr.DataArray(
-        out,
-        dims=("query", *spatial),
-        coords={"query": list(labels), **{d: grid[d] for d in spatial}},
+    # plain variables, not DataArrays: no alignment work (a third of the call on a 128 MiB grid)
+    coords = {d: grid[d].variable for d in spatial}
+    if "spatial_ref" in grid.coords:
+        coords["spatial_ref"] = grid.coords["spatial_ref"].variable
+    if several:
+        coords["query"] = xr.Variable("query", list(labels))
+    return xr.DataArray(
+        out if several else out[0],
+        dims=("query", *spatial) if several else tuple(spatial),
+        coords=coords,
         name="similarity",
         attrs={k: v for k, v in grid.attrs.items() if k != "long_name"},
     )
-    if "spatial_ref" in grid.coords:
-        result = result.assign_coords(spatial_ref=grid.coords["spatial_ref"])
-    return result if several else result.isel(query=0, drop=True)
 
 
 def classify(grid: xr.DataArray, model: Any, labels: Sequence[str] | Mapping[str, Any], **kw):
