@@ -169,11 +169,12 @@ class GeoBindGeoAccessor:
         import numpy as np
 
         from geobind.inference.query import embed_query
+        from geobind.inference.raster import check_same_model
         from geobind.inference.vector import embed_geometries
 
         qmodel = self._query_model(model, grid, query, vector)
         if grid is not None and not isinstance(qmodel, SimpleNamespace):
-            _check_grid_model(grid, qmodel)
+            check_same_model(grid, qmodel)
         vectors, labels, several = embed_query(
             qmodel,
             query,
@@ -240,14 +241,3 @@ class GeoBindGeoAccessor:
             if model is not None or grid is None or not is_vector:
                 raise
             return SimpleNamespace(embed_dim=int(grid.sizes[EMBEDDING]))
-
-
-def _check_grid_model(grid: Any, model: Any) -> None:
-    """Refuse to score a grid with another model than the one that embedded it."""
-    made_by = getattr(grid, "attrs", {}).get("model_sha256")
-    if made_by and made_by not in (model.weights_sha256, model.encoder_sha256("sat")):
-        raise InputDataError(
-            f"this grid was embedded by model {grid.attrs.get('model')!r} "
-            f"(sha256 {made_by[:12]}…), not by {model.name!r}: queries only mean something "
-            "with the model that made the grid; pass that one as model="
-        )

@@ -96,17 +96,12 @@ class GeoBindArrayAccessor:
 
     def _grid(self, model: Any, embed_kw: dict[str, Any]) -> tuple[xr.DataArray, Any]:
         from geobind.inference.context import resolve_model
-        from geobind.inference.raster import same_model
+        from geobind.inference.raster import check_same_model
 
         model = resolve_model(model)
         grid = embed_kw.pop("grid", None)  # a grid already embedded from this raster
         grid = self.embed(model, **embed_kw) if grid is None else grid
-        if not same_model(grid, model):
-            raise InputDataError(
-                f"this grid was embedded by model {grid.attrs.get('model')!r} "
-                f"(sha256 {grid.attrs['model_sha256'][:12]}…), not by {model.name!r}: queries "
-                "only mean something with the model that made the grid; pass that one as model="
-            )
+        check_same_model(grid, model)
         return grid, model
 
     # -- queries -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from geobind.inference.query import cosine
 
 __all__ = [
     "Layout",
+    "check_same_model",
     "classify",
     "embed_raster",
     "grid_attrs",
@@ -38,7 +39,6 @@ __all__ = [
     "open_raster",
     "plan_grid",
     "read_pixels",
-    "same_model",
     "scores",
     "top_k",
 ]
@@ -209,10 +209,15 @@ def _sat_sha256(model: Any) -> str:
     return cached[1]
 
 
-def same_model(grid: xr.DataArray, model: Any) -> bool:
-    """Whether ``grid`` was embedded by ``model`` (or records no model)."""
-    made_by = grid.attrs.get("model_sha256")
-    return not made_by or made_by in (model.weights_sha256, _sat_sha256(model))
+def check_same_model(grid: Any, model: Any) -> None:
+    """Refuse to score ``grid`` with another model than the one that embedded it."""
+    made_by = getattr(grid, "attrs", {}).get("model_sha256")
+    if made_by and made_by not in (model.weights_sha256, _sat_sha256(model)):
+        raise InputDataError(
+            f"this grid was embedded by model {grid.attrs.get('model')!r} "
+            f"(sha256 {made_by[:12]}…), not by {model.name!r}: queries only mean something "
+            "with the model that made the grid; pass that one as model="
+        )
 
 
 def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:

@@ -79,6 +79,7 @@ from geobind.errors import (
     StoreLockedError,
 )
 from geobind.inference.grid import ChipGrid, embed_pixels
+from geobind.inference.raster import model_sha256
 
 __all__ = [
     "FailedTile",
@@ -851,17 +852,13 @@ def _resolve(model: Any, stored: dict[str, Any] | None) -> Any:
     return resolve_model(model)
 
 
-def _model_sha(model: Any) -> str:
-    return model.weights_sha256 or model.encoder_sha256("sat")
-
-
 def _same_model(model: Any, stored: dict[str, Any]) -> bool:
     """Whether ``model`` is the store's, known without building it (``False``: build and see)."""
     import sys
 
     models = sys.modules.get("geobind.models")  # a loaded model means it is imported: no torch
     if models is not None and isinstance(model, models.GeoBind):
-        return _model_sha(model) == stored["model_sha256"]
+        return model_sha256(model) == stored["model_sha256"]
     spec = stored.get("model_source") if model is None else model
     if not isinstance(spec, str | os.PathLike):
         return False
@@ -1005,7 +1002,7 @@ def embed_to_zarr(
             bands = tuple(int(b) for b in (bands or model["sat"].bands))
             settings = {
                 "model": model.name,
-                "model_sha256": _model_sha(model),
+                "model_sha256": model_sha256(model),
                 "model_source": model.source,
                 "chip_size": None if chip_size is None else int(chip_size),
                 "stride": None if stride is None else int(stride),
@@ -1157,11 +1154,11 @@ def open_store(store: str | os.PathLike, *, group: str | None = None) -> Any:
 
 
 def _check_model(model: Any, grid: Any, store: Any) -> None:
-    if _model_sha(model) != grid.attrs.get("model_sha256"):
+    if model_sha256(model) != grid.attrs.get("model_sha256"):
         raise InputDataError(
             f"{store} holds embeddings of model {grid.attrs.get('model')!r} (sha256 "
             f"{str(grid.attrs.get('model_sha256'))[:12]}…), not of {model.name!r} (sha256 "
-            f"{_model_sha(model)[:12]}…): a query must be embedded by the store's model. Leave "
+            f"{model_sha256(model)[:12]}…): a query must be embedded by the store's model. Leave "
             "model out to use the store's"
         )
 
