@@ -342,7 +342,7 @@ def scores(grid: xr.DataArray, vectors: np.ndarray, labels: Sequence[str], sever
 
     Lazy (dask) grids give lazy maps, computed block by block.
     """
-    data = grid.transpose(EMBEDDING, ...).data
+    data = grid.variable.transpose(EMBEDDING, ...).data
     if hasattr(data, "dask"):
         data = data.rechunk({0: -1})
         out = data.map_blocks(
@@ -352,9 +352,10 @@ def scores(grid: xr.DataArray, vectors: np.ndarray, labels: Sequence[str], sever
         out = cosine(data, vectors)
     spatial = [d for d in grid.dims if d != EMBEDDING]
     # plain variables, not DataArrays: no alignment work (a third of the call on a 128 MiB grid)
-    coords = {d: grid[d].variable for d in spatial}
-    if "spatial_ref" in grid.coords:
-        coords["spatial_ref"] = grid.coords["spatial_ref"].variable
+    variables = grid.coords.variables
+    coords = {d: variables[d] for d in spatial if d in variables}
+    if "spatial_ref" in variables:
+        coords["spatial_ref"] = variables["spatial_ref"]
     if several:
         coords["query"] = xr.Variable("query", list(labels))
     return xr.DataArray(

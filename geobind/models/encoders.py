@@ -132,8 +132,11 @@ class Encoder(nn.Module):
         items = self.items(batch)
         if not items:
             return torch.empty(0, self.embed_dim)
-        prepared = _background(self.prepare(chunk) for chunk in _batches(items, batch_size))
         total = -(-len(items) // batch_size)
+        if total == 1:  # nothing to overlap: no prefetch thread (its start is most of a query)
+            with torch.inference_mode():
+                return self._run(self.prepare(items))
+        prepared = _background(self.prepare(chunk) for chunk in _batches(items, batch_size))
         with torch.inference_mode(), contextlib.closing(prepared):
             outs = [
                 self._run(x)
