@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--grid-mib", type=float, default=128, help="float32 similarity grid")
     parser.add_argument("--bandwidth-gib", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=2, help="best-of repeats")
+    parser.add_argument("--repeat", type=int, default=5, help="best-of repeats")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--quick", action="store_true", help="256 chips, 50 naive, 32 MiB grid")
     args = parser.parse_args()

@@ -33,9 +33,15 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
-def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def _background(produce: Iterator[Any], depth: int = 2, threads: int | None = 1) -> Iterator[Any]:
     """Run ``produce`` in a thread, ``depth`` items ahead, so preprocessing (file reads, decoding,
     tokenising, audio features) overlaps the model forward, which releases the GIL.
+
+    Torch ops in that thread use ``threads`` OpenMP threads (a per-thread setting; None keeps
+    torch's default). One keeps light preprocessing from starting a second team of spinning
+    threads beside the forward's: on 2 cores satellite embedding ran 0.79-0.90x the bare forward
+    with the default and 0.96-1.05x with one (``benchmarks/encoders.py``). Heavy preprocessing
+    (audio features) is better left on all cores.
 
     Closing the generator early (or an exception in the consumer) stops the thread and frees what
     it prepared; an exception in ``produce`` is raised in the consumer.
@@ -56,6 +62,10 @@ def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 continue
 
     def work() -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
         try:
             for item in produce:
                 put((item, None))
@@ -332,7 +342,7 @@ class AudioEncoder(Encoder):
                 yield self.prepare([w for w, _ in chunk]), torch.tensor([i for _, i in chunk])
 
         sums = torch.zeros(len(clips), self.embed_dim)
-        prepared = _background(batches())
+        prepared = _background(batches(), threads=None)  # log-mel features: all cores
         with torch.inference_mode(), contextlib.closing(prepared):
             for feats, owners in prepared:
                 sums.index_add_(0, owners, self._run(feats))
