@@ -238,7 +238,7 @@ def embed_pixels(
         for i in range(0, rows.size, batch_size):
             r, c = rows[i : i + batch_size], cols[i : i + batch_size]
             x = np.moveaxis(windows[:, r, c], 0, 1)  # (batch, bands, chip, chip), a copy
-            yield encoder.normalize(torch.from_numpy(scale_to_unit(x, encoder.scale)))
+            yield encoder.normalize(scale_to_unit(x, encoder.scale))
 
     prepared = _background(batches())
     vectors = []

@@ -462,8 +462,7 @@ def embed_chips(
 
     def batches() -> Iterator[torch.Tensor]:
         for i in range(0, todo.size, batch_size):
-            x = torch.from_numpy(scale_to_unit(pixels[todo[i : i + batch_size]], encoder.scale))
-            yield encoder.normalize(x)
+            yield encoder.normalize(scale_to_unit(pixels[todo[i : i + batch_size]], encoder.scale))
 
     prepared = _background(batches())  # scaling and resizing overlap the encoder, as in grids
     with torch.inference_mode(), contextlib.closing(prepared):

@@ -23,6 +23,7 @@ from geobind.models.preprocess import (
     load_audio_windows,
     load_image,
     prepare_chips,
+    standardize,
 )
 
 __all__ = ["AudioEncoder", "Encoder", "GroundEncoder", "SatEncoder", "TextEncoder"]
@@ -33,15 +34,9 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
-def _background(produce: Iterator[Any], depth: int = 2, threads: int | None = 1) -> Iterator[Any]:
+def _background(produce: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Run ``produce`` in a thread, ``depth`` items ahead, so preprocessing (file reads, decoding,
     tokenising, audio features) overlaps the model forward, which releases the GIL.
-
-    Torch ops in that thread use ``threads`` OpenMP threads (a per-thread setting; None keeps
-    torch's default). One keeps light preprocessing from starting a second team of spinning
-    threads beside the forward's: on 2 cores satellite embedding ran 0.79-0.90x the bare forward
-    with the default and 0.96-1.05x with one (``benchmarks/encoders.py``). Heavy preprocessing
-    (audio features) is better left on all cores.
 
     Closing the generator early (or an exception in the consumer) stops the thread and frees what
     it prepared; an exception in ``produce`` is raised in the consumer.
@@ -62,10 +57,6 @@ def _background(produce: Iterator[Any], depth: int = 2, threads: int | None = 1)
                 continue
 
     def work() -> None:
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
         try:
             for item in produce:
                 put((item, None))
@@ -192,11 +183,15 @@ class SatEncoder(Encoder):
             std=self.std,
         )
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize and standardise chips already scaled to [0, 1] (``(B, 3, H, W)``, any device).
+    def normalize(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Resize and standardise chips already scaled to [0, 1] (``(B, 3, H, W)``).
 
-        The training path: chip datasets scale on the CPU, this runs where the model runs.
+        A tensor stays on its device (the training path: chip datasets scale on the CPU, this runs
+        where the model runs); a numpy array is standardised in numpy (the inference prefetch
+        thread, see :func:`~geobind.models.preprocess.standardize`) and returned as a CPU tensor.
         """
+        if isinstance(x, np.ndarray):
+            return standardize(x, image_size=self.image_size, mean=self.mean, std=self.std)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
@@ -342,7 +337,7 @@ class AudioEncoder(Encoder):
                 yield self.prepare([w for w, _ in chunk]), torch.tensor([i for _, i in chunk])
 
         sums = torch.zeros(len(clips), self.embed_dim)
-        prepared = _background(batches(), threads=None)  # log-mel features: all cores
+        prepared = _background(batches())
         with torch.inference_mode(), contextlib.closing(prepared):
             for feats, owners in prepared:
                 sums.index_add_(0, owners, self._run(feats))
