@@ -35,10 +35,10 @@ import torch
 from pyproj import CRS, Proj, Transformer
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
-from rasterio.windows import from_bounds
+from rasterio.windows import Window, from_bounds
 from torch.utils.data import Dataset
 from torchgeo.datasets import GeoDataset, RasterDataset
-from torchgeo.datasets.utils import GeoSlice
+from torchgeo.datasets.utils import GeoSlice, array_to_tensor
 from torchgeo.samplers import GeoSampler
 
 from geobind.data.manifest import _crs_name
@@ -190,6 +190,7 @@ class _Scene:
     count: int
     nodata: float | None
     dtype: np.dtype
+    native: bool = True  # read at the file's own resolution (no resampling)
 
 
 class _SceneRaster(RasterDataset):
@@ -203,9 +204,13 @@ class _SceneRaster(RasterDataset):
     does) in a ``WarpedVRT``. ``bounds`` is computed once (torchgeo recomputes it twice a query).
 
     ``__getitem__`` skips torchgeo's per-query pandas look-ups in the file index (the index holds
-    this one file): they took ~3.5 of the ~4.5 ms a 64 px chip cost (measured on 2 cores), while
-    the read itself stays torchgeo's ``_merge_files`` (``rasterio.merge`` at the query's bounds and
-    resolution). Loading must outrun training (the demo model trains ~170 pairs/s on 2 cores).
+    this one file): they took ~3.5 of the ~4.5 ms a 64 px chip cost (measured on 2 cores). A scene
+    read at its own resolution is read as the pixel window the query covers (queries are snapped
+    to the scene's pixel grid, so the window is whole pixels and the result is what
+    ``rasterio.merge`` gives, tested); ``rasterio.merge``'s set-up cost ~1.9 of the ~2.2 ms such a
+    chip took. A resampled scene is read by torchgeo's ``_merge_files`` (``rasterio.merge`` at the
+    query's bounds and resolution). Loading must outrun training (the demo model trains ~180
+    pairs/s on 2 cores).
     """
 
     filename_glob = "*"
@@ -215,6 +220,7 @@ class _SceneRaster(RasterDataset):
     def __init__(self, scene: _Scene, bands: Sequence[int]) -> None:
         self.all_bands = tuple(str(b) for b in range(1, scene.count + 1))
         super().__init__(scene.path, crs=scene.crs, res=scene.res, bands=[str(b) for b in bands])
+        self._scene = scene
         self._bounds = super().bounds
         self._paths = [str(f) for f in self.index.filepath]  # no globbing on every read
         self._handles: dict[str, Any] = {}
@@ -231,11 +237,26 @@ class _SceneRaster(RasterDataset):
         bx, by, _ = self._bounds
         if x.start >= bx.stop or x.stop <= bx.start or y.start >= by.stop or y.stop <= by.start:
             raise IndexError(f"query: {query} not found in index with bounds: {self._bounds}")
-        data = self._merge_files(self._paths, query, self.band_indexes)
+        if self._scene.native:
+            data = self._read_window(x, y)
+        else:
+            data = self._merge_files(self._paths, query, self.band_indexes)
         sample: dict[str, Any] = {"crs": self.crs, "bounds": query, "image": data.to(self.dtype)}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+    def _read_window(self, x: slice, y: slice) -> torch.Tensor:
+        """The pixels under ``x``/``y`` bounds on the scene's own pixel grid (whole pixels)."""
+        (x0, y0), (rx, ry) = self._scene.origin, self._scene.res
+        window = Window(
+            round((x.start - x0) / rx),
+            round((y0 - y.stop) / ry),
+            round((x.stop - x.start) / rx),
+            round((y.stop - y.start) / ry),
+        )
+        src = self._cached_load_warp_file(self._paths[0])
+        return array_to_tensor(src.read(self.band_indexes, window=window))
 
     def _cached_load_warp_file(self, filepath: str) -> Any:
         if self._pid != os.getpid():
@@ -697,6 +718,7 @@ def _open_scene(path: str | os.PathLike[str], gsd: float | None, bands: Sequence
         count=count,
         nodata=None if nodata is None else float(nodata),
         dtype=dtype,
+        native=res == native,
     )
 
 

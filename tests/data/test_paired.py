@@ -356,3 +356,32 @@ def test_scene_and_point_errors(grid_tif, tmp_path):
             warnings.simplefilter("ignore")  # rasterio's NotGeoreferencedWarning
             with pytest.raises(CRSError, match=match):
                 PairedChips(path, pts, chip_size=2)
+
+
+def test_native_resolution_window_reads_equal_torchgeo_merge(tiny_world, ground, landsat):
+    """Scenes read at their own resolution skip rasterio.merge: same pixels, same dtype."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CRSMismatchWarning)
+        world = PairedChips(tiny_world.scenes["alpha"], ground, chip_size=32, augment=True)
+        real = PairedChips(
+            landsat,
+            _at(
+                [[x, y] for x in (192_000.0, 252_000.0) for y in (2_676_000.0, 2_737_000.0)],
+                crs="EPSG:32618",
+            ),
+            chip_size=16,
+            bands=[3, 2, 1],
+            augment=True,
+        )
+    for ds in (world, real):
+        assert len(ds) > 0
+        scene = ds.datasets[0]
+        assert scene._scene.native
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            for i in range(min(len(ds), 20)):
+                query = ds.query(i)
+                window = scene._read_window(query[0], query[1])  # what scene[query] reads
+                merged = scene._merge_files(scene._paths, query, scene.band_indexes)
+                assert window.dtype == merged.dtype
+                torch.testing.assert_close(window, merged, rtol=0, atol=0)
