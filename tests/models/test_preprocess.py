@@ -55,6 +55,17 @@ def test_resize_nan_and_shapes():
         prepare_chips(np.zeros((16, 16)), **KW)
 
 
+@pytest.mark.parametrize("size", [32, 40])  # the tiny model's own size, and a resize
+def test_numpy_and_torch_normalisation_agree_bitwise(tiny, size):
+    """Inference standardises numpy chips (prefetch thread); training, torch tensors."""
+    sat = tiny["sat"]
+    chips = np.random.default_rng(0).random((4, 3, size, size), dtype=np.float32)
+    from_numpy = sat.normalize(chips)
+    from_torch = sat.normalize(torch.from_numpy(chips))
+    assert from_numpy.shape == (4, 3, sat.image_size, sat.image_size)
+    assert torch.equal(from_numpy, from_torch)
+
+
 def test_photo_exif_orientation_is_applied(tmp_path):
     img = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = img.getexif()
