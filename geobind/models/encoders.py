@@ -246,7 +246,42 @@ class TextEncoder(Encoder):
         return self.tokenizer(list(items))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.text(x)
+        """The text tower on token ids, without the padding after the longest text.
+
+        Under CLIP's causal mask no position attends to a later one, so the padding after the
+        end-of-text token changes nothing that is pooled: it is cut off and the tower runs on the
+        used positions only (``_short_forward``, open_clip's ``TextTransformer.forward`` on fewer
+        positions; equal to the full forward, tested). A 5-token query through the demo tower
+        takes ~1 ms instead of ~4 (context 32); the paper's context is 77. Towers where padding
+        does matter (no causal mask, padding masks, class tokens, last-token pooling) run whole.
+        """
+        t = self.text
+        short = (
+            getattr(t, "attn_mask", None) is not None
+            and getattr(t, "cls_emb", None) is None
+            and not getattr(t, "use_pad_mask", True)
+            and not getattr(t, "output_tokens", True)
+            and getattr(t, "pool_type", None) in ("argmax", "eos", "first")
+        )
+        used = (x != getattr(t, "pad_id", 0)).any(0).nonzero()
+        n = int(used.max()) + 1 if len(used) else x.shape[1]
+        if not short or n == x.shape[1]:
+            return t(x)
+        return self._short_forward(x[:, :n])
+
+    def _short_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        t, n = self.text, x.shape[1]
+        cast = t.transformer.get_cast_dtype()
+        h = t.token_embedding(x).to(cast) + t.positional_embedding[:n].to(cast)
+        h = t.ln_final(t.transformer(h, attn_mask=t.attn_mask[:n, :n]))
+        pooled = text_global_pool(
+            h, x, pool_type=t.pool_type, eos_token_id=getattr(t, "eos_id", None)
+        )
+        if isinstance(t.text_projection, nn.Linear):
+            return t.text_projection(pooled)
+        return pooled if t.text_projection is None else pooled @ t.text_projection
 
     def embed(
         self,

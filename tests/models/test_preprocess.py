@@ -171,3 +171,19 @@ def test_clap_log_mel_matches_the_feature_extractor():
     # pure tone (dynamic range > 90 dB)
     assert diff[:2].max() < 1e-3
     assert diff[expected > -60].max() < 0.05 and diff.max() < 0.5 and diff.mean() < 0.01
+
+
+def test_text_tower_skips_padding_with_the_same_result(tiny, monkeypatch):
+    """Short texts run on the used positions only; the vectors equal the full-context forward."""
+    text = tiny["text"]
+    tokens = text.tokenizer(["a lake", "dense forest with tall pine trees", "東京"])
+    with torch.inference_mode():
+        full = text.text(tokens)
+        calls = []
+        short = text._short_forward
+        monkeypatch.setattr(text, "_short_forward", lambda x: calls.append(x.shape) or short(x))
+        trimmed = text(tokens)
+        long = text(text.tokenizer(["very long " * 400]))  # fills the context: runs whole
+    assert len(calls) == 1 and calls[0][1] < tokens.shape[1]
+    torch.testing.assert_close(trimmed, full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(long, text.text(text.tokenizer(["very long " * 400])))
