@@ -134,7 +134,7 @@ class Encoder(nn.Module):
         if not items:
             return torch.empty(0, self.embed_dim)
         total = -(-len(items) // batch_size)
-        if total == 1:  # nothing to overlap: no prefetch thread (its start is most of a query)
+        if total == 1:  # nothing to overlap: no prefetch thread (~2 ms of a ~5 ms text query)
             with torch.inference_mode():
                 return self._run(self.prepare(items))
         prepared = _background(self.prepare(chunk) for chunk in _batches(items, batch_size))
@@ -251,9 +251,10 @@ class TextEncoder(Encoder):
         Under CLIP's causal mask no position attends to a later one, so the padding after the
         end-of-text token changes nothing that is pooled: it is cut off and the tower runs on the
         used positions only (``_short_forward``, open_clip's ``TextTransformer.forward`` on fewer
-        positions; equal to the full forward, tested). A 5-token query through the demo tower
-        takes ~1 ms instead of ~4 (context 32); the paper's context is 77. Towers where padding
-        does matter (no causal mask, padding masks, class tokens, last-token pooling) run whole.
+        positions; equal to the full forward, tested). A 5-token query took 3.5 instead of 5.1 ms
+        through the demo tower (context 32) and 54 instead of 99 ms through ViT-B-32's (context
+        77) on 2 cores. Towers where padding does matter (no causal mask, padding masks, class
+        tokens, last-token pooling) run whole.
         """
         t = self.text
         short = (
