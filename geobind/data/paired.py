@@ -190,7 +190,7 @@ class _Scene:
     count: int
     nodata: float | None
     dtype: np.dtype
-    native: bool = True  # read at the file's own resolution (no resampling)
+    native: bool  # read at the file's own resolution (no resampling)
 
 
 class _SceneRaster(RasterDataset):

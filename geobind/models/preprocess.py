@@ -93,8 +93,8 @@ def standardize(x: np.ndarray, *, image_size: int, mean: Sequence[float], std: S
     Returns a torch tensor. Chips already at ``image_size`` are standardised in numpy, which runs on
     the calling thread alone: in a prefetch thread beside the model forward, torch would start a
     second team of OpenMP threads on large batches, and on 2 cores their spinning slowed the
-    forward by 10-20 % (satellite ``embed()`` 0.79-0.90× the bare forward before, 0.93-1.04× after,
-    ``benchmarks/encoders.py``). The result is bitwise the same (IEEE subtraction and division).
+    forward by 10-20 % (satellite ``embed()`` 0.75-0.90× the bare forward before, 0.83-1.04× after
+    in ``benchmarks/embed.py``). The result is bitwise the same (IEEE subtraction and division).
 
     Example:
         >>> import numpy as np
