@@ -264,11 +264,11 @@ class TextEncoder(Encoder):
             and not getattr(t, "output_tokens", True)
             and getattr(t, "pool_type", None) in ("argmax", "eos", "first")
         )
+        if not short:
+            return t(x)
         used = (x != getattr(t, "pad_id", 0)).any(0).nonzero()
         n = int(used.max()) + 1 if len(used) else x.shape[1]
-        if not short or n == x.shape[1]:
-            return t(x)
-        return self._short_forward(x[:, :n])
+        return t(x) if n == x.shape[1] else self._short_forward(x[:, :n])
 
     def _short_forward(self, x: torch.Tensor) -> torch.Tensor:
         from open_clip.transformer import text_global_pool
