@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from open_clip import ClipLoss
 
-from geobind.models.encoders import Encoder, SatEncoder
+from geobind.models.encoders import Encoder, SatEncoder, text_forward
 from geobind.training.loss import InfoNCE
 from geobind.training.metrics import retrieval_metrics
 
@@ -126,12 +126,17 @@ class ClipPretrainTask(_Schedule):
         self.clip = clip.train()
         self.loss = ClipLoss()
 
+    def _embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``CLIP.forward``'s unit vectors, with the text tower on the used positions only."""
+        image = F.normalize(self.clip.encode_image(batch["image"]), dim=-1)
+        return image, F.normalize(text_forward(self.clip.text, batch["text"]), dim=-1)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image, text, scale = self.clip(batch["image"], batch["text"])
-        loss = self.loss(image, text, scale)
+        image, text = self._embed(batch)
+        loss = self.loss(image, text, self.clip.logit_scale.exp())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        image, text, _ = self.clip(batch["image"], batch["text"])
+        image, text = self._embed(batch)
         self._collect(text, image)  # caption → photo retrieval

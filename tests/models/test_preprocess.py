@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -79,6 +81,32 @@ def test_photo_exif_orientation_is_applied(tmp_path):
         bad = tmp_path / "bad.jpg"
         bad.write_bytes(b"not a jpeg")
         load_image(bad)
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])
+def test_batched_photo_transform_equals_clip_transform_bitwise(tiny, tmp_path, resize_mode):
+    """GroundEncoder.prepare runs ToTensor + Normalize once per batch, in numpy: the same bits
+    as open_clip's transform photo by photo (several sizes and shapes, EXIF, a real photo)."""
+    import open_clip
+
+    from geobind.models.encoders import GroundEncoder
+
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
+              [(96, 96), (50, 130), (300, 41), (32, 32), (7, 9)]]  # fmt: skip
+    exif = Image.new("RGB", (40, 20), (200, 10, 10)).getexif()
+    exif[0x0112] = 6
+    photos[0].save(tmp_path / "rotated.jpg", exif=exif)
+    photos += [tmp_path / "rotated.jpg", "/work/shared/data/real/DSCN0010.jpg"]
+    size = tiny["ground"].visual.image_size
+    transform = open_clip.image_transform(size, is_train=False, resize_mode=resize_mode)
+    ground = GroundEncoder(tiny["ground"].visual, 64, transform)
+    assert ground._pil is not None  # the batched path runs
+    expected = torch.stack([transform(load_image(p)) for p in photos])
+    assert torch.equal(ground.prepare(photos), expected)
+    # a transform of another shape runs as it is
+    odd = GroundEncoder(tiny["ground"].visual, 64, lambda im: transform(im) * 2)
+    assert odd._pil is None and torch.equal(odd.prepare(photos), expected * 2)
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 96000])
@@ -173,17 +201,38 @@ def test_clap_log_mel_matches_the_feature_extractor():
     assert diff[expected > -60].max() < 0.05 and diff.max() < 0.5 and diff.mean() < 0.01
 
 
-def test_text_tower_skips_padding_with_the_same_result(tiny, monkeypatch):
+def test_text_tower_skips_padding_with_the_same_result(tiny):
     """Short texts run on the used positions only; the vectors equal the full-context forward."""
     text = tiny["text"]
     tokens = text.tokenizer(["a lake", "dense forest with tall pine trees", "東京"])
-    with torch.inference_mode():
-        full = text.text(tokens)
-        calls = []
-        short = text._short_forward
-        monkeypatch.setattr(text, "_short_forward", lambda x: calls.append(x.shape) or short(x))
-        trimmed = text(tokens)
-        long = text(text.tokenizer(["very long " * 400]))  # fills the context: runs whole
-    assert len(calls) == 1 and calls[0][1] < tokens.shape[1]
+    lengths = []
+    hook = text.text.transformer.register_forward_pre_hook(
+        lambda module, args: lengths.append(args[0].shape[1])
+    )
+    try:
+        with torch.inference_mode():
+            full = text.text(tokens)
+            lengths.clear()
+            trimmed = text(tokens)
+            long = text(text.tokenizer(["very long " * 400]))  # fills the context: runs whole
+    finally:
+        hook.remove()
+    assert lengths[0] < tokens.shape[1] and lengths[1] == tokens.shape[1]
     torch.testing.assert_close(trimmed, full, rtol=0, atol=1e-5)
     torch.testing.assert_close(long, text.text(text.tokenizer(["very long " * 400])))
+
+
+def test_trimmed_text_forward_trains_like_the_full_one(tiny):
+    """The CLIP stand-in trains through text_forward: its gradients equal the full forward's."""
+    from geobind.models.encoders import text_forward
+
+    tower = copy.deepcopy(tiny["text"].text).train().requires_grad_(True)
+    tokens = tiny["text"].tokenizer(["a lake shore", "farm fields"])
+    grads = []
+    for forward in (tower, lambda x: text_forward(tower, x)):
+        tower.zero_grad()
+        forward(tokens).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in tower.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-3, atol=1e-4)
