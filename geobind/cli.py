@@ -209,6 +209,10 @@ def _train_signature(with_stage: bool):
         "progress": "Show progress bars.",
         "num_workers": "DataLoader worker processes.",
         "patience": "Early stopping: validation checks without R@10 improving.",
+        "gain_jitter": "Stage-1 augmentation: largest relative change of each band's gain.",
+        "haze_jitter": "Stage-1 augmentation: largest weight of a bright haze blended in.",
+        "val_every": "Validate (and keep the best checkpoint) every N epochs.",
+        "patch_dropout": "Share of image patch tokens dropped per training step (not stage 2).",
     }
     kw = inspect.Parameter.KEYWORD_ONLY
     params = []

@@ -45,7 +45,10 @@ from geobind.data.manifest import _crs_name
 from geobind.data.scaling import scale_to_unit  # one rule for training and inference chips
 from geobind.errors import CRSError, CRSMismatchWarning, InputDataError
 
-__all__ = ["PairedChips", "PointSampler", "chips_per_second"]
+__all__ = ["HAZE", "PairedChips", "PointSampler", "chips_per_second"]
+
+#: The haze colour ``haze_jitter`` blends chips towards (in [0, 1] units, every band).
+HAZE = 0.75
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +298,11 @@ class PairedChips(Dataset):
     function of ``(seed, epoch, index)`` only, so runs repeat exactly and DataLoader workers never
     repeat each other; call :meth:`set_epoch` before each epoch (it reaches running workers, also
     persistent ones). Near a scene's edge the shift is clipped so the chip stays inside the scene.
-    ``augment=False`` reads exactly the same chip every time.
+    ``gain_jitter`` and ``haze_jitter`` add radiometric jitter, the way scenes differ from each
+    other (sensor gain, atmosphere): each band is multiplied by a gain drawn from
+    ``[1 - gain_jitter, 1 + gain_jitter]``, then the chip is blended towards a bright haze
+    (:data:`HAZE`, 0.75 in every band) with a weight drawn from ``[0, haze_jitter]``, and clipped to
+    [0, 1]; nodata pixels stay 0. ``augment=False`` reads exactly the same chip every time.
 
     Files are opened lazily in each process, so the dataset pickles and works in DataLoader workers.
 
@@ -309,6 +316,8 @@ class PairedChips(Dataset):
         nodata_fraction: drop chips with a larger share of nodata pixels.
         augment: random jitter, flips and 90° turns (training only).
         jitter_px: the largest centre shift in pixels when ``augment``.
+        gain_jitter: the largest relative change of each band's gain when ``augment``.
+        haze_jitter: the largest haze weight when ``augment``.
         seed: seed of the augmentation draws.
 
     Attributes:
@@ -350,6 +359,8 @@ class PairedChips(Dataset):
         nodata_fraction: float = 0.5,
         augment: bool = False,
         jitter_px: int = 3,
+        gain_jitter: float = 0.0,
+        haze_jitter: float = 0.0,
         seed: int = 0,
     ) -> None:
         chip_size = _check_chip_size(chip_size)
@@ -365,6 +376,11 @@ class PairedChips(Dataset):
             raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
         if int(jitter_px) != jitter_px or jitter_px < 0:
             raise InputDataError(f"jitter_px must be a whole number ≥ 0; got {jitter_px!r}")
+        if not (0 <= gain_jitter < 1 and 0 <= haze_jitter <= 1):
+            raise InputDataError(
+                f"gain_jitter must be in [0, 1) and haze_jitter in [0, 1]; got {gain_jitter!r}, "
+                f"{haze_jitter!r}"
+            )
         if not isinstance(points, gpd.GeoDataFrame):
             raise InputDataError(
                 f"points must be a GeoDataFrame; got {type(points).__name__}. Read a manifest "
@@ -381,6 +397,7 @@ class PairedChips(Dataset):
         self.nodata_fraction = float(nodata_fraction)
         self.augment = bool(augment)
         self.jitter_px = int(jitter_px)
+        self.gain_jitter, self.haze_jitter = float(gain_jitter), float(haze_jitter)
         self.seed = int(seed)
         # shared memory, so set_epoch reaches DataLoader workers that are already running
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -488,26 +505,38 @@ class PairedChips(Dataset):
             raise IndexError(f"index {i} is out of range for {n} chips")
         return i % n
 
-    def _plan(self, i: int) -> tuple[int, GeoSlice, bool, bool, int]:
+    def _plan(self, i: int) -> tuple[int, GeoSlice, bool, bool, int, Any]:
         k = int(self.scene_index[i])
         sampler = self.samplers[k]
         j = int(self._local[i])
         if not self.augment:
-            return k, sampler.query(j), False, False, 0
+            return k, sampler.query(j), False, False, 0, None
         rng = np.random.default_rng([self.seed, self.epoch, i])
         dx, dy = rng.integers(-self.jitter_px, self.jitter_px, size=2, endpoint=True)
         west, east, south, north = self._room[i]
         dx, dy = min(max(dx, -west), east), min(max(dy, -south), north)
         flip_lr, flip_ud = rng.random(2) < 0.5
         turns = int(rng.integers(4))
-        return k, sampler.query(j, (float(dx), float(dy))), bool(flip_lr), bool(flip_ud), turns
+        radiometry = None  # drawn last: the geometric draws do not depend on it
+        if self.gain_jitter or self.haze_jitter:
+            g = self.gain_jitter
+            gains = rng.uniform(1 - g, 1 + g, len(self.bands)).astype(np.float32)
+            radiometry = gains, np.float32(rng.uniform(0, self.haze_jitter))
+        query = sampler.query(j, (float(dx), float(dy)))
+        return k, query, bool(flip_lr), bool(flip_ud), turns, radiometry
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Chip ``i`` as ``{"image": (bands, chip_size, chip_size) float32 tensor, "index": i}``."""
         i = self._position(i)
-        k, query, flip_lr, flip_ud, turns = self._plan(i)
+        k, query, flip_lr, flip_ud, turns, radiometry = self._plan(i)
         raw = self.datasets[k][query]["image"].numpy()
-        image = _to_unit(raw, self._dtypes[k], self._nodata[k])
+        # torchgeo hands back float32; the scene's own dtype decides the scale, as for any chip
+        image = scale_to_unit(raw.astype(self._dtypes[k], copy=False), "auto")
+        if radiometry is not None:
+            gains, haze = radiometry
+            image = image * (gains[:, None, None] * (1 - haze)) + haze * HAZE
+            np.clip(image, 0.0, 1.0, out=image)
+        image[:, _invalid(raw, self._nodata[k])] = 0.0
         if flip_lr:
             image = image[:, :, ::-1]
         if flip_ud:
@@ -742,13 +771,6 @@ def _invalid(chip: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None and not math.isnan(nodata):
         bad |= chip == nodata
     return bad.all(axis=0)
-
-
-def _to_unit(raw: np.ndarray, dtype: np.dtype, nodata: float | None) -> np.ndarray:
-    # torchgeo hands back float32; the scene's own dtype decides the scale, as for any chip
-    image = scale_to_unit(raw.astype(dtype, copy=False), "auto")
-    image[:, _invalid(raw, nodata)] = 0.0
-    return image
 
 
 def _nodata_fractions(

@@ -21,6 +21,14 @@ class TrainConfig:
         scenes: GeoTIFF scenes, when not using a world.
         manifest: point manifest (photos for stage 1 and pretrain-clip, audio for stage 2).
         max_minutes: wall-clock budget for fitting (Lightning ``max_time``).
+        jitter_px, gain_jitter, haze_jitter: stage-1 chip augmentation (see
+            :class:`~geobind.data.paired.PairedChips`): centre shift in pixels, per-band gain
+            change and haze weight, each the largest drawn.
+        val_every: validate (and checkpoint the best model) every this many epochs.
+        patch_dropout: share of the image patch tokens (satellite chips in stage 1, photos in
+            pretrain-clip) dropped at random in each training step (open_clip's ``PatchDropout``,
+            FLIP, arXiv 2212.00794); never at validation or inference. 0.5 halves the tokens a
+            step sees and about halves its cost.
         resume: continue from ``<out>.train/checkpoints/last.ckpt``.
     """
 
@@ -38,14 +46,24 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     patience: int = 3
+    val_every: int = 1
     max_minutes: float | None = None
     jitter_px: int = 3
+    gain_jitter: float = 0.0
+    haze_jitter: float = 0.0
+    patch_dropout: float = 0.0
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
     resume: bool = False
     overwrite: bool = False
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.val_every < 1:
+            raise InputDataError(f"val_every must be at least 1; got {self.val_every}")
+        if not 0 <= self.patch_dropout < 1:
+            raise InputDataError(f"patch_dropout must be in [0, 1); got {self.patch_dropout}")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:

@@ -8,9 +8,11 @@ the stage.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -73,6 +75,7 @@ def _trainer(cfg: TrainConfig, work: Path, *, steps_per_epoch: int, monitor: str
     )
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
+        check_val_every_n_epoch=cfg.val_every,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -153,22 +156,48 @@ def _embed_chips(sat, ds, batch_size: int) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0, sat.embed_dim)
 
 
-def _chips(
-    scenes, points, sat_cfg: dict, *, augment: bool = False, jitter_px: int = 3, seed: int = 0
-):
-    """Chips as the satellite encoder reads them (its chip size, GSD and bands)."""
+def _chips(scenes, points, sat_cfg: dict, cfg: TrainConfig | None = None):
+    """Chips as the satellite encoder reads them (its chip size, GSD and bands); with ``cfg``,
+    augmented as it says (training chips)."""
     from geobind.data.paired import PairedChips
 
+    augment = {}
+    if cfg is not None:
+        augment = {
+            "augment": True,
+            "jitter_px": cfg.jitter_px,
+            "gain_jitter": cfg.gain_jitter,
+            "haze_jitter": cfg.haze_jitter,
+            "seed": cfg.seed,
+        }
     return PairedChips(
         scenes,
         points,
         chip_size=sat_cfg["chip_size"],
         gsd=sat_cfg.get("gsd"),
         bands=sat_cfg["bands"],
-        augment=augment,
-        jitter_px=jitter_px,
-        seed=seed,
+        **augment,
     )
+
+
+@contextlib.contextmanager
+def _patch_dropout(visual: torch.nn.Module, prob: float) -> Iterator[None]:
+    """Drop ``prob`` of the patch tokens in training steps (open_clip's ``PatchDropout``, active
+    in train mode only); the tower is put back as it was, so the saved model has none."""
+    if not prob:
+        yield
+        return
+    if not hasattr(visual, "patch_dropout"):
+        raise InputDataError(
+            f"patch_dropout needs an open_clip vision transformer; got {type(visual).__name__}"
+        )
+    from open_clip.transformer import PatchDropout
+
+    before, visual.patch_dropout = visual.patch_dropout, PatchDropout(prob)
+    try:
+        yield
+    finally:
+        visual.patch_dropout = before
 
 
 def _save(model, cfg: TrainConfig, record: dict[str, Any]) -> Path:
@@ -199,9 +228,7 @@ def train_stage1(cfg: TrainConfig) -> Path:
     scenes, manifest = _data(cfg, "ground")
     train_pts, val_pts = _splits(manifest)
     sat_cfg = model.config["sat"]
-    train_ds = _chips(
-        scenes, train_pts, sat_cfg, augment=True, jitter_px=cfg.jitter_px, seed=cfg.seed
-    )
+    train_ds = _chips(scenes, train_pts, sat_cfg, cfg)
     val_ds = _chips(scenes, val_pts, sat_cfg)
     start = time.perf_counter()
     ground = model["ground"]
@@ -216,7 +243,8 @@ def train_stage1(cfg: TrainConfig) -> Path:
         temperature=cfg.temperature,
         bidirectional=False,
     )
-    result = _fit(task, Anchored(train_ds, train_anchor), Anchored(val_ds, val_anchor), cfg)
+    with _patch_dropout(task.encoder.visual, cfg.patch_dropout):
+        result = _fit(task, Anchored(train_ds, train_anchor), Anchored(val_ds, val_anchor), cfg)
     record = {
         "stage": "stage1",
         "trained": "sat",
@@ -242,6 +270,11 @@ def train_stage2(cfg: TrainConfig) -> Path:
     The satellite encoder is frozen: its hash in ``geobind.json`` is unchanged by this stage.
     """
     _check_out(cfg)
+    if cfg.patch_dropout:
+        raise InputDataError(
+            "patch_dropout drops image patch tokens (stage 1, pretrain-clip); stage 2 trains the "
+            "audio tower, which has none"
+        )
     import geobind
     from geobind.training.datasets import Anchored, AudioClips
     from geobind.training.tasks import BindTask
@@ -348,7 +381,8 @@ def pretrain_clip(cfg: TrainConfig) -> Path:
     task = ClipPretrainTask(
         clip, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps
     )
-    result = _fit(task, train_ds, val_ds, cfg)
+    with _patch_dropout(task.clip.visual, cfg.patch_dropout):
+        result = _fit(task, train_ds, val_ds, cfg)
     config["clip"]["stand_in"] = True
     config["clip"]["source"] = None
     config["clip"]["note"] = STAND_IN

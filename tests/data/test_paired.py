@@ -289,6 +289,43 @@ def test_augmentation_without_jitter_only_flips_and_turns(grid_tif):
     assert len(seen) > 3
 
 
+def test_radiometric_jitter_scales_bands_adds_haze_and_keeps_nodata(tmp_path):
+    from geobind.data.paired import HAZE
+
+    data = np.full((3, 8, 8), 200, np.uint8)
+    data[:, :2, :] = 255  # nodata rows
+    path = tmp_path / "r.tif"
+    profile = dict(driver="GTiff", width=8, height=8, count=3, dtype="uint8", nodata=255)
+    with rasterio.open(
+        path, "w", crs="EPSG:32633", transform=from_origin(0, 8, 1, 1), **profile
+    ) as dst:
+        dst.write(data)
+    kw = {"chip_size": 8, "augment": True, "jitter_px": 0, "seed": 4}
+    geometric = PairedChips(path, _at([4.0, 4.0]), **kw)
+    ds = PairedChips(path, _at([4.0, 4.0]), gain_jitter=0.2, haze_jitter=0.3, **kw)
+    values = []
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        geometric.set_epoch(epoch)
+        assert ds.query(0) == geometric.query(0)  # radiometry leaves the geometric draws alone
+        image = ds[0]["image"].numpy()
+        valid = geometric[0]["image"].numpy() != 0  # where the nodata rows were turned to
+        assert (image[~valid] == 0).all()
+        per_band = [np.unique(band[v]) for band, v in zip(image, valid, strict=True)]
+        assert all(len(u) == 1 for u in per_band)  # one gain per band, one haze per chip
+        values.append([float(u[0]) for u in per_band])
+    values = np.array(values)
+    v = np.float32(200 / 255)
+    assert (values >= v * 0.8 * 0.7 - 1e-6).all() and (values <= v * 1.2 + 1e-6).all()
+    assert values.std(0).min() > 0.02  # varies between epochs
+    assert (np.ptp(values, axis=1) > 0).mean() > 0.9  # and between the bands of one chip
+    hazy = PairedChips(path, _at([4.0, 4.0]), haze_jitter=1.0, **kw)
+    assert HAZE <= float(hazy[0]["image"][0, 4, 4]) < v  # haze alone: between the pixel and HAZE
+    for bad in ({"gain_jitter": 1.0}, {"gain_jitter": -0.1}, {"haze_jitter": 1.5}):
+        with pytest.raises(InputDataError, match="gain_jitter"):
+            PairedChips(path, _at([4.0, 4.0]), chip_size=8, **bad)
+
+
 def test_dataloader_workers_read_what_one_process_reads(tiny_world, ground):
     with pytest.warns(CRSMismatchWarning):
         ds = PairedChips(

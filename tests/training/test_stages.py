@@ -112,14 +112,18 @@ def test_cli_config_file_and_flags(world, tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-m", "geobind.cli", "train", "stage1", "--config", str(config),
-         "--epochs", "1"],
+         "--epochs", "2", "--val-every", "2", "--patch-dropout", "0.5"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "best val R@10" in out.stdout
     meta = json.loads((tmp_path / "m" / "geobind.json").read_text())
-    assert meta["stages"][-1]["config"]["epochs"] == 1  # the flag overrides the file
-    assert meta["stages"][-1]["config"]["batch_size"] == 32  # the file sets the rest
+    config = meta["stages"][-1]["config"]
+    assert config["epochs"] == 2 and config["patch_dropout"] == 0.5  # flags override the file
+    assert config["batch_size"] == 32  # the file sets the rest
+    logs = next((tmp_path / "m.train" / "logs").rglob("metrics.csv"))
+    validated = [r for r in csv.DictReader(logs.open()) if r.get("val/R@10")]
+    assert [r["epoch"] for r in validated] == ["1"]  # --val-every 2: after the second epoch only
     bad = tmp_path / "bad.toml"
     bad.write_text("epochz = 3\n")
     out = subprocess.run(
@@ -144,6 +148,37 @@ def test_existing_output_refused_before_training(world, tmp_path):
 def test_config_keys_may_use_hyphens():
     cfg = TrainConfig.from_mapping({"batch-size": 8, "scenes": "a.tif"})
     assert cfg.batch_size == 8 and cfg.scenes == ["a.tif"]
+
+
+def test_patch_dropout_trains_on_fewer_tokens_and_puts_the_tower_back(tmp_path):
+    import torch
+
+    from geobind.errors import InputDataError
+    from geobind.training.stages import _patch_dropout, train_stage2
+
+    visual = geobind.load("tiny")["sat"].visual
+    tokens = []
+    hook = visual.transformer.register_forward_pre_hook(lambda m, a: tokens.append(a[0].shape[1]))
+    x = torch.rand(2, 3, visual.image_size[0], visual.image_size[1])
+    patches = (visual.image_size[0] // visual.patch_size[0]) ** 2
+    before = visual.patch_dropout
+    with torch.no_grad(), _patch_dropout(visual.train(), 0.5):
+        visual(x)  # training: half the patches and the class token
+        visual.eval()(x)  # validation and inference: all of them
+    visual.train()(x)
+    hook.remove()
+    assert tokens == [1 + patches // 2, 1 + patches, 1 + patches]
+    assert visual.patch_dropout is before
+    for bad in (1.0, -0.1):
+        with pytest.raises(InputDataError, match="patch_dropout"):
+            TrainConfig(patch_dropout=bad)
+    with (
+        pytest.raises(InputDataError, match="vision transformer"),
+        _patch_dropout(torch.nn.Linear(2, 2), 0.5),
+    ):
+        pass
+    with pytest.raises(InputDataError, match="audio tower"):  # before loading anything
+        train_stage2(TrainConfig(model="tiny", out=str(tmp_path / "m"), patch_dropout=0.5))
 
 
 def test_audio_window_changes_with_the_epoch():
