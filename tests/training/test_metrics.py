@@ -176,6 +176,21 @@ def test_random_baseline_recall_at_10():
     assert abs(m["median_rank"] - n / 2) < 0.1 * n
 
 
+@pytest.mark.parametrize("random_queries", [True, False])
+def test_chance_baseline_averages_draws(random_queries):
+    """evaluate()'s random baseline: the mean of RANDOM_DRAWS draws, so its R@10 sits within
+    ~0.002 (one sd) of k/n where one draw of 234 items moves by ~0.013."""
+    from geobind.training.evaluate import RANDOM_DRAWS, _chance
+
+    fixed = torch.from_numpy(random_embeddings(234, 16, seed=5))
+    m = _chance(fixed, random_queries=random_queries, seed=2)
+    assert m["draws"] == RANDOM_DRAWS > 1 and m["gallery_size"] == m["queries"] == 234
+    assert isinstance(m["gallery_size"], int)
+    assert abs(m["R@10"] - 10 / 234) < 0.01 and abs(m["median_rank"] - 117) < 15
+    one = retrieval_metrics(random_embeddings(234, 16, seed=2000), fixed)
+    assert m["R@10"] != one["R@10"]  # not a single draw
+
+
 @pytest.mark.parametrize(
     ("queries", "gallery", "kwargs", "message"),
     [
