@@ -34,4 +34,7 @@ def scale_to_unit(chip: np.ndarray, scale: str | float = "auto") -> np.ndarray:
     else:
         divisor = float(scale)
     out = chip.astype(np.float32) / np.float32(divisor)
+    if np.issubdtype(chip.dtype, np.integer):  # no NaN or infinity; uint8 / 255 is in [0, 1]
+        # ~0.1 of the ~0.75 ms a training chip costs, and loading runs inline with the steps
+        return out if chip.dtype == np.uint8 and divisor == 255.0 else np.clip(out, 0, 1, out=out)
     return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)

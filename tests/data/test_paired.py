@@ -397,6 +397,8 @@ def test_scene_and_point_errors(grid_tif, tmp_path):
 
 def test_native_resolution_window_reads_equal_torchgeo_merge(tiny_world, ground, landsat):
     """Scenes read at their own resolution skip rasterio.merge: same pixels, same dtype."""
+    from torchgeo.datasets.utils import array_to_tensor
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CRSMismatchWarning)
         world = PairedChips(tiny_world.scenes["alpha"], ground, chip_size=32, augment=True)
@@ -418,7 +420,8 @@ def test_native_resolution_window_reads_equal_torchgeo_merge(tiny_world, ground,
             ds.set_epoch(epoch)
             for i in range(min(len(ds), 20)):
                 query = ds.query(i)
-                window = scene._read_window(query[0], query[1])  # what scene[query] reads
+                window = scene.read(query)  # what PairedChips and scene[query] read
                 merged = scene._merge_files(scene._paths, query, scene.band_indexes)
-                assert window.dtype == merged.dtype
-                torch.testing.assert_close(window, merged, rtol=0, atol=0)
+                assert window.dtype == scene._scene.dtype
+                torch.testing.assert_close(array_to_tensor(window), merged, rtol=0, atol=0)
+                assert torch.equal(scene[query]["image"], merged.to(scene.dtype))

@@ -32,6 +32,22 @@ def test_dtype_scaling(dtype, value, expected):
     assert torch.allclose(x, torch.full_like(x, expected))
 
 
+def test_scale_to_unit_clips_and_clears_every_dtype():
+    from geobind.data.scaling import scale_to_unit
+
+    assert scale_to_unit(np.array([0, 128, 255], np.uint8)).tolist() == [
+        0.0,
+        np.float32(128 / 255),
+        1.0,
+    ]
+    assert scale_to_unit(np.array([0, 200], np.uint8), 100).tolist() == [0.0, 1.0]
+    assert scale_to_unit(np.array([-5, 5000, 20000], np.int16)).tolist() == [0.0, 0.5, 1.0]
+    assert scale_to_unit(np.array([-1, 70000], np.int32)).tolist() == [0.0, 1.0]
+    floats = np.array([np.nan, np.inf, -np.inf, -0.5, 0.25, 3.0], np.float32)
+    assert scale_to_unit(floats).tolist() == [0.0, 1.0, 0.0, 0.0, 0.25, 1.0]
+    assert all(scale_to_unit(np.zeros(2, t)).dtype == np.float32 for t in (np.uint8, np.float64))
+
+
 def test_band_selection_and_counts():
     chip = np.stack([np.full((16, 16), v, np.uint8) for v in (10, 20, 30, 40, 50)])
     x = prepare_chips(chip, **{**KW, "bands": [3, 2, 1]})
