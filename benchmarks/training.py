@@ -1,7 +1,8 @@
 """Training data path vs. the training step: is loading ever the bottleneck?
 
-Builds the stage-1 chip dataset (torchgeo reads, jitter/flip/rot90 augmentation) on a synthetic
-world and measures, in one run: loader throughput (chips/s through the real dataset and a
+Builds the stage-1 chip dataset (torchgeo reads, jitter/flip/rot90 and radiometric augmentation)
+on a synthetic world and trains as the demo's stage 1 does (its patch dropout and jitter, the
+defaults below), and measures, in one run: loader throughput (chips/s through the real dataset and a
 DataLoader), the chips/s one training step of the satellite encoder consumes (forward + InfoNCE +
 backward + AdamW), their ratio (target ≥ 5×), and one step's time split into data / forward /
 backward+optimizer.
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from geobind.demo import DEMO_PRESETS
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,6 +30,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    stage1 = DEMO_PRESETS["demo"]["stage1"]
+    for name in ("patch_dropout", "gain_jitter", "haze_jitter"):
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=float, default=stage1.get(name, 0.0), help="as the demo")
     args = parser.parse_args()
 
     import geobind
@@ -34,6 +41,7 @@ def main() -> None:
     from geobind.data.paired import PairedChips, chips_per_second
     from geobind.synth import generate_world, load_world
     from geobind.training.loss import InfoNCE
+    from geobind.training.stages import _patch_dropout
 
     world = (
         load_world(args.world) if args.world else generate_world(tempfile.mkdtemp() + "/w", "tiny")
@@ -49,6 +57,8 @@ def main() -> None:
         gsd=sat_cfg["gsd"],
         bands=sat_cfg["bands"],
         augment=True,
+        gain_jitter=args.gain_jitter,
+        haze_jitter=args.haze_jitter,
     )
     n = min(len(ds), 1024)
     loader_rates = {
@@ -65,28 +75,31 @@ def main() -> None:
     t_data = t_fwd = t_bwd = 0.0
     steps = 0
     it = iter(loader)
-    while steps < args.steps + 2:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
-        t1 = time.perf_counter()
-        z = F.normalize(sat(sat.normalize(batch["image"])), dim=-1)
-        loss = loss_fn(z, anchors[batch["index"]])
-        t2 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        t3 = time.perf_counter()
-        if steps >= 2:  # warm-up steps excluded
-            t_data, t_fwd, t_bwd = t_data + t1 - t0, t_fwd + t2 - t1, t_bwd + t3 - t2
-        steps += 1
+    with _patch_dropout(sat.visual, args.patch_dropout):  # as the demo's stage 1 trains
+        while steps < args.steps + 2:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            t1 = time.perf_counter()
+            z = F.normalize(sat(sat.normalize(batch["image"])), dim=-1)
+            loss = loss_fn(z, anchors[batch["index"]])
+            t2 = time.perf_counter()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t3 = time.perf_counter()
+            if steps >= 2:  # warm-up steps excluded
+                t_data, t_fwd, t_bwd = t_data + t1 - t0, t_fwd + t2 - t1, t_bwd + t3 - t2
+            steps += 1
     step = (t_fwd + t_bwd) / args.steps
     demand = args.batch_size / step
     print(
-        f"world {world.root} ({len(ds)} train chips), model {args.preset}, batch {args.batch_size}"
+        f"world {world.root} ({len(ds)} train chips), model {args.preset}, "
+        f"batch {args.batch_size}, patch dropout {args.patch_dropout}, "
+        f"gain/haze jitter {args.gain_jitter}/{args.haze_jitter}"
     )
     print(f"training step (forward + backward + AdamW): {demand:.0f} chips/s")
     for w, rate in loader_rates.items():

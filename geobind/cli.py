@@ -388,7 +388,7 @@ def demo(
     out: Annotated[Path, typer.Argument(help="Folder for everything the demo makes.")] = Path(
         "geobind-demo"
     ),
-    preset: Annotated[str, typer.Option(help="demo (about 10 min on 2 cores) or tiny (1 min).")] = (
+    preset: Annotated[str, typer.Option(help="demo (about 6 min on 2 cores) or tiny (1 min).")] = (
         "demo"
     ),
     fresh: Annotated[bool, typer.Option("--fresh", help="Recompute every step.")] = False,
