@@ -216,16 +216,21 @@ def test_outside_and_mostly_nodata_points_are_dropped_and_counted(landsat, caplo
     assert float(kept_all[1]["image"].abs().max()) == 0.0
 
 
-def test_nodata_pixels_become_zero(tmp_path):
-    data = np.full((3, 8, 8), 200, np.uint8)
-    data[:, :2, :] = 255  # nodata rows
-    data[0, 2, :] = 255  # only one band at nodata: a valid pixel
-    path = tmp_path / "n.tif"
+def _uint8_tif(path: Path, data: np.ndarray) -> Path:
+    """A (3, 8, 8) uint8 GeoTIFF at 1 m in EPSG:32633 with nodata 255."""
     profile = dict(driver="GTiff", width=8, height=8, count=3, dtype="uint8", nodata=255)
     with rasterio.open(
         path, "w", crs="EPSG:32633", transform=from_origin(0, 8, 1, 1), **profile
     ) as dst:
         dst.write(data)
+    return path
+
+
+def test_nodata_pixels_become_zero(tmp_path):
+    data = np.full((3, 8, 8), 200, np.uint8)
+    data[:, :2, :] = 255  # nodata rows
+    data[0, 2, :] = 255  # only one band at nodata: a valid pixel
+    path = _uint8_tif(tmp_path / "n.tif", data)
     image = PairedChips(path, _at([4.0, 4.0]), chip_size=8)[0]["image"].numpy()
     assert (image[:, :2] == 0).all()
     assert (image[0, 2] == 1.0).all() and image[1, 2] == pytest.approx(200 / 255)
@@ -294,12 +299,7 @@ def test_radiometric_jitter_scales_bands_adds_haze_and_keeps_nodata(tmp_path):
 
     data = np.full((3, 8, 8), 200, np.uint8)
     data[:, :2, :] = 255  # nodata rows
-    path = tmp_path / "r.tif"
-    profile = dict(driver="GTiff", width=8, height=8, count=3, dtype="uint8", nodata=255)
-    with rasterio.open(
-        path, "w", crs="EPSG:32633", transform=from_origin(0, 8, 1, 1), **profile
-    ) as dst:
-        dst.write(data)
+    path = _uint8_tif(tmp_path / "r.tif", data)
     kw = {"chip_size": 8, "augment": True, "jitter_px": 0, "seed": 4}
     geometric = PairedChips(path, _at([4.0, 4.0]), **kw)
     ds = PairedChips(path, _at([4.0, 4.0]), gain_jitter=0.2, haze_jitter=0.3, **kw)
