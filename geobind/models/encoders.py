@@ -254,7 +254,7 @@ class SatEncoder(Encoder):
         return self.visual(x)
 
 
-def _split_transform(transform: Callable) -> tuple[Callable | None, np.ndarray, np.ndarray]:
+def _split_transform(transform: Callable) -> tuple[Callable | None, Sequence, Sequence]:
     """Split a torchvision ``Compose`` ending in ``ToTensor``, ``Normalize`` (CLIP's transform)
     into its PIL steps and the normalisation's mean and std; ``(None, …)`` for other shapes."""
     from torchvision.transforms import Compose, Normalize
@@ -267,10 +267,8 @@ def _split_transform(transform: Callable) -> tuple[Callable | None, np.ndarray, 
         or not isinstance(steps[-1], Normalize)
         or any(n in ("ToTensor", "MaybeToTensor", "Normalize") for n in names[:-2])
     ):
-        return None, np.empty(0), np.empty(0)
-    mean = np.asarray(steps[-1].mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(steps[-1].std, np.float32).reshape(1, -1, 1, 1)
-    return Compose(steps[:-2]), mean, std
+        return None, (), ()
+    return Compose(steps[:-2]), steps[-1].mean, steps[-1].std
 
 
 class GroundEncoder(Encoder):
@@ -296,7 +294,7 @@ class GroundEncoder(Encoder):
             return torch.stack([self.transform(load_image(item)) for item in items])
         x = np.stack([np.asarray(self._pil(load_image(item))) for item in items])
         x = x.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-        return torch.from_numpy((x - self._mean) / self._std)
+        return standardize(x, image_size=x.shape[-1], mean=self._mean, std=self._std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.visual(x)
