@@ -95,8 +95,11 @@ def _build_ground(name: str, shared: _Shared) -> Encoder:
 def _build_text(name: str, shared: _Shared) -> Encoder:
     import open_clip
 
+    from geobind.models.tokenizer import ClipTokenizer
+
     ctx = shared.config["clip"]["model_cfg"]["text_cfg"].get("context_length", 77)
-    tokenizer = open_clip.SimpleTokenizer(context_length=ctx)  # bundled BPE vocabulary: offline
+    # the bundled BPE vocabulary (offline), memoised per word
+    tokenizer = ClipTokenizer(open_clip.SimpleTokenizer(context_length=ctx))
     return TextEncoder(shared.clip.text, shared.config["embed_dim"], tokenizer).requires_grad_(
         False
     )

