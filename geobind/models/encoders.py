@@ -320,10 +320,20 @@ class TextEncoder(Encoder):
     modality = "text"
     prefetch = False  # see Encoder.prefetch
 
+    #: Calls with at most ``cache_batch`` texts (queries: similarity, classify, top_k, plot)
+    #: keep each text's vector, up to ``cache_texts`` of them; the cache empties itself when any
+    #: weight of the tower changes (its storage or its in-place version counter). A loop of
+    #: similarity() calls over many stored tile grids then embeds its query once, not per tile
+    #: (~3.5 ms per call with the demo tower on 2 cores, against ~0.1 ms to scan a 1 MiB grid).
+    cache_batch = 64
+    cache_texts = 4096
+
     def __init__(self, text: nn.Module, embed_dim: int, tokenizer: Callable):
         super().__init__(embed_dim)
         self.text = text
         self.tokenizer = tokenizer
+        self._cache: dict[str, torch.Tensor] = {}
+        self._stamp: tuple = ()
 
     def items(self, batch: Any) -> list[Any]:
         items = [batch] if isinstance(batch, str) else list(batch)
@@ -358,10 +368,26 @@ class TextEncoder(Encoder):
         """
         items = self.items(batch)
         if not templates or not items:
-            return super().embed(items, batch_size=batch_size, progress=progress)
+            return self._texts(items, batch_size, progress)
         filled = [t.format(item) for item in items for t in templates]
-        vecs = super().embed(filled, batch_size=batch_size, progress=progress)
+        vecs = self._texts(filled, batch_size, progress)
         return F.normalize(vecs.view(len(items), len(templates), -1).mean(1), dim=-1)
+
+    def _texts(self, texts: list[str], batch_size: int, progress: bool) -> torch.Tensor:
+        """:meth:`Encoder.embed`, through the query cache (see ``cache_batch``)."""
+        if not texts or len(texts) > self.cache_batch:
+            return super().embed(texts, batch_size=batch_size, progress=progress)
+        stamp = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if stamp != self._stamp or len(self._cache) > self.cache_texts:
+            self._cache, self._stamp = {}, stamp  # replaced, not cleared: safe across threads
+        cache = self._cache
+        found = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            vecs = super().embed(missing, batch_size=batch_size, progress=progress)
+            found.update(zip(missing, vecs, strict=True))
+            cache.update(zip(missing, vecs, strict=True))
+        return torch.stack([found[t] for t in texts])
 
 
 class AudioEncoder(Encoder):

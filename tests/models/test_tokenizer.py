@@ -74,3 +74,37 @@ def test_bundle_text_encoder_uses_it(tiny):
     tokenizer = tiny["text"].tokenizer
     assert isinstance(tokenizer, ClipTokenizer)
     assert torch.equal(tokenizer(CASES), tokenizer.slow(CASES))
+
+
+LAKE, FOREST = "a lake seen by the cache test", "a forest seen by the cache test"
+
+
+def test_query_vectors_are_cached_until_the_weights_change(tiny):
+    text = tiny["text"]  # shared by the session: texts no other test embeds
+    calls = []
+    handle = text.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        first = text.embed([LAKE, FOREST, LAKE])
+        assert calls == [2]  # the repeated text is embedded once
+        again = text.embed([FOREST, LAKE])
+        assert calls == [2] and torch.equal(again, first[[1, 0]])
+        again.zero_()  # the caller's copy: the cache keeps its own
+        assert torch.equal(text.embed(LAKE)[0], first[0])
+        # templates fill into other texts; big batches bypass the cache
+        text.embed(LAKE, templates=["a photo of {}."])
+        text.embed([f"text {i}" for i in range(text.cache_batch + 1)])
+        assert calls[1] == 1 and sum(calls[2:]) == text.cache_batch + 1
+        # changing a weight in place (a training step, load_state_dict) empties the cache
+        calls.clear()
+        bias = text.text.ln_final.bias
+        kept = bias.detach().clone()
+        with torch.no_grad():
+            bias.add_(0.5)
+        changed = text.embed(LAKE)
+        assert calls == [1] and not torch.allclose(changed[0], first[0])
+        with torch.no_grad():
+            bias.copy_(kept)
+        torch.testing.assert_close(text.embed(LAKE)[0], first[0])  # batch of 1, not 2
+        assert calls == [1, 1]
+    finally:
+        handle.remove()
