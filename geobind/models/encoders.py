@@ -380,9 +380,9 @@ class TextEncoder(Encoder):
         stamp = tuple((p.data_ptr(), p._version) for p in self.parameters())
         if stamp != self._stamp or len(self._cache) > self.cache_texts:
             self._cache, self._stamp = {}, stamp  # replaced, not cleared: safe across threads
-        cache = self._cache
-        found = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        cache, unique = self._cache, dict.fromkeys(texts)
+        found = {t: cache[t] for t in unique if t in cache}
+        missing = [t for t in unique if t not in found]
         if missing:
             vecs = super().embed(missing, batch_size=batch_size, progress=progress)
             found.update(zip(missing, vecs, strict=True))

@@ -37,8 +37,9 @@ class ClipTokenizer:
     """
 
     def __init__(self, tokenizer: Any, *, cache_words: int = 1 << 16):
-        from open_clip.tokenizer import _clean_lower
+        from open_clip.tokenizer import _clean_lower, whitespace_clean
 
+        self._whitespace_clean = whitespace_clean
         self.slow = tokenizer
         self.context_length = int(tokenizer.context_length)
         self.memoised = tokenizer.clean_fn is _clean_lower and tokenizer.reduction_fn is None
@@ -51,7 +52,7 @@ class ClipTokenizer:
 
     def _clean(self, text: str) -> str:
         if text.isascii() and text.isprintable() and "&" not in text:
-            return " ".join(text.split()).lower()  # ftfy and html.unescape change nothing here
+            return self._whitespace_clean(text).lower()  # ftfy, html.unescape: identity here
         return self.slow.clean_fn(text)
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None):
