@@ -348,6 +348,7 @@ def pretrain_clip(cfg: TrainConfig) -> Path:
 
     from geobind.models import GeoBind, get_preset
     from geobind.models.presets import list_models
+    from geobind.models.tokenizer import ClipTokenizer
     from geobind.models.towers import build_clip
     from geobind.training.datasets import PhotoCaptions
     from geobind.training.tasks import ClipPretrainTask
@@ -369,8 +370,9 @@ def pretrain_clip(cfg: TrainConfig) -> Path:
         size, is_train=False, mean=tuple(c["mean"]), std=tuple(c["std"]),
         resize_mode=c["resize_mode"], interpolation=c["interpolation"],
     )  # fmt: skip
-    tokenizer = open_clip.SimpleTokenizer(
-        context_length=c["model_cfg"]["text_cfg"]["context_length"]
+    # the text encoder's tokenizer (the same ids as SimpleTokenizer, ~8× faster)
+    tokenizer = ClipTokenizer(
+        open_clip.SimpleTokenizer(context_length=c["model_cfg"]["text_cfg"]["context_length"])
     )
     start = time.perf_counter()
     train_ds = PhotoCaptions(
