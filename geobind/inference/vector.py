@@ -30,7 +30,6 @@ shapely (already a GeoPandas dependency) does it here.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import warnings
@@ -449,7 +448,6 @@ def embed_chips(
     import torch
 
     from geobind.data.scaling import scale_to_unit
-    from geobind.models.encoders import _background
 
     n, chip = pixels.shape[0], pixels.shape[-1]
     out = np.full((n, encoder.embed_dim), np.nan, np.float32)
@@ -464,9 +462,8 @@ def embed_chips(
         for i in range(0, todo.size, batch_size):
             yield encoder.normalize(scale_to_unit(pixels[todo[i : i + batch_size]], encoder.scale))
 
-    prepared = _background(batches())  # scaling and resizing overlap the encoder, as in grids
-    with torch.inference_mode(), contextlib.closing(prepared):
-        for i, x in zip(range(0, todo.size, batch_size), prepared, strict=True):
+    with torch.inference_mode():  # prepared on this thread, as in grids (see embed_pixels)
+        for i, x in zip(range(0, todo.size, batch_size), batches(), strict=True):
             out[todo[i : i + batch_size]] = encoder._run(x).numpy()
     return out
 

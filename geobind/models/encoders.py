@@ -245,8 +245,8 @@ class SatEncoder(Encoder):
         """Resize and standardise chips already scaled to [0, 1] (``(B, 3, H, W)``).
 
         A tensor stays on its device (the training path: chip datasets scale on the CPU, this runs
-        where the model runs); a numpy array is standardised in numpy (the inference prefetch
-        thread, see :func:`~geobind.models.preprocess.standardize`) and returned as a CPU tensor.
+        where the model runs); a numpy array (inference) is standardised in numpy (see
+        :func:`~geobind.models.preprocess.standardize`) and returned as a CPU tensor.
         """
         if isinstance(x, np.ndarray):
             return standardize(x, image_size=self.image_size, mean=self.mean, std=self.std)
