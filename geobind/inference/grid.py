@@ -197,9 +197,9 @@ def embed_pixels(
     ``encoder`` is a model's satellite encoder (``model["sat"]``). ``bands`` (1-based) overrides
     the encoder's. Chips are gathered, scaled and resized batch by batch (``batch_size``) on the
     calling thread: that is ~2 % of the forward's time, and a prefetch thread beside the forward
-    cost more than it hid (demo model, ``/tmp/prof/embab2.py`` in the issue note: ``embed()``
-    0.93× the bare forward with one, 1.06× without, medians of 14 paired runs). Chips with more
-    than ``nodata_fraction`` nodata give NaN and are skipped.
+    cost more than it hid (demo model on 2 cores: ``embed()`` 0.93× the bare forward with one,
+    1.06× without, medians of 14 paired runs). Chips with more than ``nodata_fraction`` nodata
+    give NaN and are skipped.
 
     Example:
         >>> import geobind, numpy as np

@@ -2,22 +2,20 @@
 
 :func:`dot_rows` is the dot product of query vectors with every cell of an ``(embed_dim, cells)``
 grid, for float32 grids and for float16 grids read as their raw bits. It exists because neither
-numpy nor torch scores a stored grid at memory speed on a CPU (2-core AVX2 VM, 128 × 262 144
-cells, 2 threads, ``/tmp/prof/nbk5.py`` in the issue note):
+numpy nor torch scores a stored grid at memory speed on a CPU (measured on a 2-core AVX2 VM,
+128 × 262 144 cells, 2 threads; ``benchmarks/embed.py`` prints the end-to-end ratio):
 
-==========================  ==========================  ==========================
-query vectors               torch ``q @ grid``           this kernel
-==========================  ==========================  ==========================
-1, float32 grid             15.0 GB/s                    21.7 GB/s
-4, float32 grid             2.2 GB/s                     11.9 GB/s
-1, float16 grid             2.7-4.2 GB/s (chunked        16.5 GB/s
-                            ``copy_`` then matmul;
-                            half matmul: 0.36 GB/s)
-==========================  ==========================  ==========================
+| query vectors | torch ``q @ grid`` | this kernel |
+|---|---|---|
+| 1, float32 grid | 15.0 GB/s | 21.7 GB/s |
+| 4, float32 grid | 2.2 GB/s | 11.9 GB/s |
+| 1, float16 grid | 2.7-4.2 GB/s (``copy_`` to float32 + matmul; half matmul: 0.36) | 16.5 GB/s |
 
 Each float16 value is widened in registers (LLVM's ``fpext half``: ``vcvtph2ps`` where the CPU has
 F16C, a library call elsewhere), so the grid is read once and never copied. Compiled code is cached
-on disk (numba's ``cache=True``), so only the first process on a machine pays the ~2 s compile.
+on disk (numba's ``cache=True``), so only the first process on a machine pays the 2-5 s compile;
+later processes load it in ~1 s on their first call. Where neither the install folder nor the home
+folder is writable, point ``NUMBA_CACHE_DIR`` at a folder that is.
 """
 
 from __future__ import annotations
