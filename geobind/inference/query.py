@@ -136,14 +136,17 @@ def embed_query(
     return np.stack(vectors).astype(np.float32), labels, several
 
 
-def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+def cosine(
+    grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096, threads: int | None = None
+) -> np.ndarray:
     """Cosine similarity of an ``(embed_dim, …)`` grid of unit vectors with ``(n, embed_dim)``
     query vectors: ``(n, …)`` float32, NaN where the grid is NaN.
 
     float32 and float16 grids are read in place by a compiled kernel
     (:func:`geobind.inference.kernels.dot_rows`: float16 is widened in registers, never copied),
-    ``chunk`` cells at a time, the cells split across ``torch.get_num_threads()`` threads when
-    there are at least 2¹⁸ cells. Other dtypes are converted to float32 first.
+    ``chunk`` cells at a time, the cells split across ``threads`` threads (default
+    ``torch.get_num_threads()``) when there are at least 2¹⁸ cells. Other dtypes (float64, a
+    non-native byte order) are converted to a float32 copy first.
 
     Example:
         >>> import numpy as np
@@ -151,22 +154,26 @@ def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096) -> np.nd
         >>> cosine(g, np.array([[1.0, 0.0]], np.float32)).tolist()
         [[1.0, 0.0]]
     """
-    import torch
-
     from geobind.inference.kernels import dot_rows
 
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 cell; got {chunk}")
     d = grid.shape[0]
     flat = np.ascontiguousarray(grid).reshape(d, -1)
     if flat.dtype == np.float16:
         flat = flat.view(np.uint16)
-    elif flat.dtype != np.float32:  # float64, or a non-native byte order
+    elif flat.dtype != np.float32:
         flat = flat.astype(np.float32)
     q = np.ascontiguousarray(vectors, np.float32)
     if q.ndim != 2 or q.shape[1] != d:
         raise ValueError(f"query vectors of shape {q.shape} do not match a {d}-band grid")
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
     cells = flat.shape[1]
     out = np.empty((len(q), cells), np.float32)
-    parts = max(1, min(torch.get_num_threads(), cells >> 17))
+    parts = max(1, min(threads, cells >> 17))
     edges = np.linspace(0, cells, parts + 1).astype(int).tolist()
     # the caller scores the first part while helper threads (kept between calls) score the rest
     helpers = _helpers(parts - 1) if parts > 1 else None
@@ -186,3 +193,7 @@ def cosine(grid: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096) -> np.nd
 def _helpers(n: int) -> ThreadPoolExecutor:
     """``n`` threads for :func:`cosine`, started once per process."""
     return ThreadPoolExecutor(n, thread_name_prefix="geobind-cosine")
+
+
+# A forked child inherits the pool object but not its threads: it would wait on them forever.
+os.register_at_fork(after_in_child=_helpers.cache_clear)

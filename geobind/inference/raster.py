@@ -345,8 +345,12 @@ def scores(grid: xr.DataArray, vectors: np.ndarray, labels: Sequence[str], sever
     data = grid.variable.transpose(EMBEDDING, ...).data
     if hasattr(data, "dask"):
         data = data.rechunk({0: -1})
-        out = data.map_blocks(
-            cosine, vectors, chunks=((len(vectors),), *data.chunks[1:]), dtype=np.float32
+        out = data.map_blocks(  # one thread per block: dask runs blocks side by side
+            cosine,
+            vectors,
+            threads=1,
+            chunks=((len(vectors),), *data.chunks[1:]),
+            dtype=np.float32,
         )
     else:
         out = cosine(data, vectors)

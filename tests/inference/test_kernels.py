@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
 
+from geobind.inference.kernels import dot_rows
 from geobind.inference.query import cosine
 
 
@@ -67,9 +74,10 @@ def test_any_layout_and_byte_order_is_read_right():
     np.testing.assert_allclose(cosine(grid, q[0][None]), want[:1], atol=1e-5)
 
 
-def test_large_grids_split_across_threads_give_the_single_thread_result():
+@pytest.mark.parametrize("n_queries", [1, 2])
+def test_large_grids_split_across_threads_give_the_single_thread_result(n_queries):
     grid = _grid(5, (770, 512)).astype(np.float16)  # 394 240 cells: 3 parts of over 2**17
-    q = _grid(5, (2,), seed=4).T.copy()
+    q = _grid(5, (n_queries,), seed=4).T.copy()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -79,7 +87,77 @@ def test_large_grids_split_across_threads_give_the_single_thread_result():
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(one, three)
+    np.testing.assert_array_equal(cosine(grid, q, threads=3), three)
     np.testing.assert_allclose(one, _reference(grid, q), atol=1e-5)
+
+
+def test_every_float16_value_is_widened_exactly():
+    bits = np.arange(2**16, dtype=np.uint16)  # every pattern: zeros, subnormals, inf, NaN
+    out = np.empty((1, bits.size), np.float32)
+    dot_rows(bits[None], np.ones((1, 1), np.float32), out, 0, bits.size, 4096)
+    want = bits.view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(out[0]), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_array_equal(out[0, ok], want[ok])  # (-0.0 sums to +0.0, as in any GEMV)
+
+
+def test_empty_grids_and_bad_chunks():
+    assert cosine(np.zeros((4, 0, 3), np.float16), np.ones((2, 4), np.float32)).shape == (2, 0, 3)
+    with pytest.raises(ValueError, match="chunk must be at least 1"):
+        cosine(_grid(4, (2, 2)), np.ones((1, 4), np.float32), chunk=0)
+
+
+def _score_in_child(grid: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return cosine(grid, q, threads=2)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_forked_child_scores_with_its_own_helper_threads():
+    grid = _grid(3, (600, 512)).astype(np.float16)  # 307 200 cells: split when 2+ threads
+    q = _grid(3, (1,), seed=5).T.copy()
+    want = cosine(grid, q, threads=2)  # the parent now holds a helper pool
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_score_in_child, (grid, q)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+CHECK_FLOAT16 = """
+    import numpy as np
+    from geobind.inference.query import cosine
+
+    g = np.array([[1.5, -2.0, np.inf, np.nan, 6e-8, 65504.0]], np.float16)
+    out = cosine(g, np.array([[2.0]], np.float32))[0]
+    want = 2 * g[0].astype(np.float32)
+    assert np.array_equal(out, want, equal_nan=True), out
+    print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_float16_grids_score_on_cpus_without_f16c(tmp_path):
+    # numba's JIT cannot link LLVM's library call for `fpext half` there (it segfaulted)
+    done = _python(CHECK_FLOAT16, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_kernels_compile_where_no_cache_folder_is_writable():
+    # numba raises when no cache locator applies (read-only install, no home): compile instead
+    code = "import numba.core.caching as c; c.CacheImpl._locator_classes = []\n" + textwrap.dedent(
+        CHECK_FLOAT16
+    )
+    done = _python(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_query_vectors_of_the_wrong_length_are_refused():
