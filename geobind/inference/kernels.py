@@ -9,10 +9,10 @@ numpy nor torch scores a stored grid at memory speed on a CPU (measured on a 2-c
 |---|---|---|
 | 1, float32 grid | 15.0 GB/s | 21.7 GB/s |
 | 4, float32 grid | 2.2 GB/s | 11.9 GB/s |
-| 1, float16 grid | 2.7-4.2 GB/s (``copy_`` to float32 + matmul; half matmul: 0.36) | 16.5 GB/s |
+| 1, float16 grid | 2.7-4.2 GB/s (``copy_`` to float32 + matmul; half matmul: 0.36) | 13.1 GB/s |
 
-Each float16 value is widened in registers with integer operations (portable to any x86-64 or
-ARM CPU; see ``_widen``), so the grid is read once and never copied. Compiled code is cached on
+Each float16 value is widened in registers with integer operations (no F16C instruction needed;
+see ``_widen``), so the grid is read once and never copied. Compiled code is cached on
 disk (numba's ``cache=True``), so only the first process on a machine pays the 2-5 s compile;
 later processes load it in ~1 s on their first call. Where no cache folder is writable (neither
 the install folder nor the home folder; ``NUMBA_CACHE_DIR`` names another), each process compiles.
