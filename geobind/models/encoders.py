@@ -140,10 +140,11 @@ class Encoder(nn.Module):
 
     modality: str = ""
     #: Prepare the next batch in a thread while the model runs. That pays where preparing
-    #: releases the GIL (numpy chip scaling, torch audio features); where it is mostly Python
-    #: (PIL's photo plumbing, tokenising) the thread delays the forward's own Python between
-    #: ops, and serial was faster on 2 cores (``benchmarks/encoders.py``, demo towers: ground
-    #: 0.70 vs 0.63, text 0.87 vs 0.77 of the bare forward).
+    #: waits or releases the GIL (GeoTIFF chip reads, torch audio features; chips already in
+    #: memory are cheap, and grids prepare them in line, see ``embed_pixels``). Where it is
+    #: mostly Python (PIL's photo plumbing, tokenising) the thread delays the forward's own
+    #: Python between ops, and serial was faster on 2 cores (``benchmarks/encoders.py``, demo
+    #: towers: ground 0.70 vs 0.63, text 0.87 vs 0.77 of the bare forward).
     prefetch: bool = True
 
     def __init__(self, embed_dim: int):
