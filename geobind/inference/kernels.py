@@ -9,13 +9,14 @@ numpy nor torch scores a stored grid at memory speed on a CPU (measured on a 2-c
 |---|---|---|
 | 1, float32 grid | 15.0 GB/s | 21.7 GB/s |
 | 4, float32 grid | 2.2 GB/s | 11.9 GB/s |
-| 1, float16 grid | 2.7-4.2 GB/s (``copy_`` to float32 + matmul; half matmul: 0.36) | 13.1 GB/s |
+| 1, float16 grid | 2.7-4.2 GB/s (``copy_`` to float32 + matmul; half matmul: 0.36) | 16.5 GB/s |
 
-Each float16 value is widened in registers with integer operations (no F16C instruction needed;
-see ``_widen``), so the grid is read once and never copied. Compiled code is cached on
-disk (numba's ``cache=True``), so only the first process on a machine pays the 2-5 s compile;
-later processes load it in ~1 s on their first call. Where no cache folder is writable (neither
-the install folder nor the home folder; ``NUMBA_CACHE_DIR`` names another), each process compiles.
+Each float16 value is widened in registers (with F16C's instruction where the CPU has it, with
+integer operations elsewhere; see ``_widen``), so the grid is read once and never copied.
+Compiled code is cached on disk (numba's ``cache=True``), so only the first process on a machine
+pays the 2-5 s compile; later processes load it in ~1 s on their first call. Where no cache
+folder is writable (neither the install folder nor the home folder; ``NUMBA_CACHE_DIR`` names
+another), each process compiles.
 """
 
 from __future__ import annotations
@@ -30,18 +31,22 @@ from numba.extending import intrinsic
 def _widen(typingctx, x):
     """float32 of a float32, or of float16 bits held in a uint16.
 
-    The float16 case is integer arithmetic, not LLVM's ``fpext half``: without F16C that lowers
-    to a call of ``__extendhfsf2``, which numba's JIT does not link (a segfault under
-    ``NUMBA_CPU_NAME=generic``). Shifted into float32's place, the exponent and mantissa bits
-    read as the value times 2⁻¹¹² (subnormals included), so one multiply by 2¹¹² rescales them;
-    an all-ones exponent (inf, NaN) becomes float32's all-ones exponent instead; the sign is
-    or-ed back. It vectorises, and reads the 64 MiB benchmark grid at 13 GB/s through
-    :func:`~geobind.inference.query.cosine` on 2 threads (``fpext``: ~16 GB/s, F16C only).
+    Where the target CPU has F16C this is LLVM's ``fpext half`` (``vcvtph2ps``). Elsewhere
+    ``fpext`` would lower to a call of ``__extendhfsf2``, which numba's JIT does not link (a
+    segfault under ``NUMBA_CPU_NAME=generic``), so it is integer arithmetic: shifted into
+    float32's place, the exponent and mantissa bits read as the value times 2⁻¹¹² (subnormals
+    included), one multiply by 2¹¹² rescales them, an all-ones exponent (inf, NaN) becomes
+    float32's, and the sign is or-ed back. Through :func:`~geobind.inference.query.cosine` on 2
+    threads the 64 MiB benchmark grid reads at ~16 GB/s with ``fpext``, 13 GB/s without.
+    (numba's on-disk cache is keyed by the CPU's features, so neither is loaded on the other.)
     """
     if x == types.uint16:
 
         def codegen(context, builder, signature, args):
             i32, f32 = ir.IntType(32), ir.FloatType()
+            features = getattr(context.codegen(), "_tm_features", "") or ""
+            if "+f16c" in features.split(","):
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), f32)
             h = builder.zext(args[0], i32)
             bits = builder.shl(builder.and_(h, ir.Constant(i32, 0x7FFF)), ir.Constant(i32, 13))
             finite = builder.fmul(builder.bitcast(bits, f32), ir.Constant(f32, 2.0**112))
