@@ -38,7 +38,7 @@ def main() -> None:
 
     import geobind
     from geobind.data.manifest import read_manifest
-    from geobind.data.paired import PairedChips, chips_per_second
+    from geobind.data.datasets import PairedChips, chips_per_second
     from geobind.synth import generate_world, load_world
     from geobind.training.loss import InfoNCE
     from geobind.training.stages import _patch_dropout

@@ -14,7 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 __all__ = [
+    "BandsError",
     "CRSError",
     "CRSMismatchWarning",
     "GeoBindError",
@@ -22,6 +26,7 @@ __all__ = [
     "InputDataError",
     "MissingDependencyError",
     "ModelFileError",
+    "ModelMismatchError",
     "OutputExistsError",
     "StoreError",
     "StoreLockedError",
@@ -40,6 +45,78 @@ class InputDataError(GeoBindError, ValueError):
 
 class CRSError(InputDataError):
     """A coordinate reference system is missing, unsupported or inconsistent."""
+
+
+class BandsError(InputDataError):
+    """The bands the model reads are not all in the raster (e.g. RGB of a single-band raster).
+
+    The message is built here, from the bands asked for and the raster's band count.
+
+    Example:
+        >>> print(BandsError([1, 2, 3], 1, where="dem.tif"))
+        the model reads bands [1, 2, 3] (1-based) but dem.tif has 1 band(s); pass bands=[...]
+        naming the red, green and blue bands (e.g. bands=[1, 1, 1] for a single-band raster)
+    """
+
+    def __init__(self, bands: Sequence[int], count: int, *, where: str = "the raster"):
+        self.bands, self.count, self.where = [int(b) for b in bands], int(count), where
+        super().__init__(
+            f"the model reads bands {self.bands} (1-based) but {where} has {self.count} "
+            "band(s); pass bands=[...] naming the red, green and blue bands (e.g. bands=[1, 1, 1] "
+            "for a single-band raster)"
+        )
+
+    def __reduce__(self):  # pickles (e.g. from a dask worker) through __init__'s arguments
+        return functools.partial(type(self), where=self.where), (self.bands, self.count)
+
+
+class ModelMismatchError(InputDataError):
+    """A grid or store was embedded by another satellite encoder than the given model's.
+
+    Embeddings stay valid for every model that keeps the satellite encoder bitwise equal (a later
+    binding stage); any other model's query vectors do not compare with them. The message is
+    built here: what made the embeddings (model name and hash prefix), what was given, and how to
+    fix it. Also an :class:`InputDataError`, which this condition raised before it had a class.
+
+    Example:
+        >>> print(ModelMismatchError(where="this grid", made_by="stage1", made_sha256="ab" * 32,
+        ...                          given="other", given_sha256="cd" * 32))
+        this grid holds embeddings of model 'stage1' (satellite encoder sha256 abababababab…),
+        but model 'other' has another satellite encoder (sha256 cdcdcdcdcdcd…), whose vectors do
+        not compare with them. Pass model 'stage1' or a later stage of it (cells embedded by model
+        'stage1' stay valid for every model that keeps its satellite encoder), or embed again with
+        'other'
+    """
+
+    _FIELDS = ("where", "made_by", "made_sha256", "given", "given_sha256", "source", "weights_hash")
+
+    def __init__(
+        self,
+        *,
+        where: str,
+        made_by: str | None,
+        made_sha256: str,
+        given: str,
+        given_sha256: str,
+        source: str | None = None,
+        weights_hash: bool = False,  # made_sha256 is an older grid's model_sha256
+    ):
+        self.where, self.made_by, self.made_sha256 = where, made_by, made_sha256
+        self.given, self.given_sha256 = given, given_sha256
+        self.source, self.weights_hash = source, weights_hash
+        what = "model sha256" if weights_hash else "satellite encoder sha256"
+        use = f"model={source!r}" if source else f"model {made_by!r}"
+        super().__init__(
+            f"{where} holds embeddings of model {made_by!r} ({what} {made_sha256[:12]}…), but "
+            f"model {given!r} has another satellite encoder (sha256 {given_sha256[:12]}…), whose "
+            f"vectors do not compare with them. Pass {use} or a later stage of it (cells "
+            f"embedded by model {made_by!r} stay valid for every model that keeps its satellite "
+            f"encoder), or embed again with {given!r}"
+        )
+
+    def __reduce__(self):  # pickles through __init__'s (keyword) arguments
+        kwargs = {k: getattr(self, k) for k in self._FIELDS}
+        return functools.partial(type(self), **kwargs), ()
 
 
 class ModelFileError(GeoBindError, OSError):

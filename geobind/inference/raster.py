@@ -9,7 +9,6 @@ was mostly nodata.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,16 +19,24 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from geobind._version import __version__
-from geobind.errors import CRSError, InputDataError
+from geobind.errors import InputDataError
+from geobind.georef import ChipGrid, GeoBox, cell_polygons
 from geobind.inference.context import ModelRef, resolve_model
-from geobind.inference.grid import ChipGrid, chip_pixels, embed_pixels
+from geobind.inference.grid import embed_pixels
+
+# grid provenance lives in geobind.inference.provenance; the old names stay importable from here
+from geobind.inference.provenance import check_same_sat as check_same_model
+from geobind.inference.provenance import grid_attrs
+from geobind.inference.provenance import sat_sha256 as _sat_sha256  # noqa: F401
+from geobind.inference.provenance import sat_sha256 as model_sha256
 from geobind.inference.query import cosine
 
 __all__ = [
     "Layout",
+    "band_pixels",
     "check_same_model",
     "classify",
+    "dataset_mask",
     "embed_raster",
     "grid_attrs",
     "grid_dataarray",
@@ -46,24 +53,27 @@ __all__ = [
 EMBEDDING = "embedding"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Layout:
-    """What geobind needs to know about a raster: its dims, georeferencing and nodata."""
+    """A raster's dims (band, y, x), its georeferencing (:class:`~geobind.georef.GeoBox`) and
+    nodata, and the file it was read from (for its dataset mask)."""
 
     band: str | None
     y: str
     x: str
-    transform: Affine
-    crs: Any
+    geobox: GeoBox
     nodata: float | None
+    source: str | None = None
 
     @property
-    def gsd(self) -> float | None:
-        """Pixel size in metres (``None`` without a projected CRS)."""
-        if self.crs is None or not self.crs.is_projected:
-            return None
-        factor = self.crs.linear_units_factor[1] if self.crs.linear_units_factor else 1.0
-        return math.sqrt(abs(self.transform.a * self.transform.e)) * factor
+    def transform(self) -> Affine:
+        """The raster's affine transform."""
+        return self.geobox.transform
+
+    @property
+    def crs(self) -> Any:
+        """The raster's CRS (a pyproj ``CRS``) or ``None``."""
+        return self.geobox.crs
 
 
 def open_raster(path: str | os.PathLike[str], **kwargs: Any) -> xr.DataArray:
@@ -105,15 +115,15 @@ def is_grid(obj: xr.DataArray) -> bool:
 
 
 def layout(raster: xr.DataArray) -> Layout:
-    """Dims, transform, CRS and nodata of a raster read by rioxarray (or built by hand).
+    """Dims, georeferencing and nodata of a raster read by rioxarray (or built by hand).
 
     Example:
         >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401
         >>> r = xr.DataArray(np.zeros((3, 4, 5)), dims=("band", "y", "x"),
         ...                  coords={"y": [3.5, 2.5, 1.5, 0.5], "x": np.arange(5) + 0.5})
         >>> lay = layout(r.rio.write_crs(32633))
-        >>> lay.band, lay.transform.a, lay.gsd
-        ('band', 1.0, 1.0)
+        >>> lay.band, lay.transform.a, round(lay.geobox.gsd, 4)  # 500 km off UTM's meridian
+        ('band', 1.0, 0.9973)
     """
     import rioxarray  # noqa: F401 - registers .rio
 
@@ -132,14 +142,56 @@ def layout(raster: xr.DataArray) -> Layout:
     if raster.sizes[y] < 2 or raster.sizes[x] < 2:
         raise InputDataError(f"the raster is too small to place chips on ({dict(raster.sizes)})")
     nodata = raster.rio.nodata if raster.rio.nodata is not None else raster.rio.encoded_nodata
+    source = raster.encoding.get("source")
     return Layout(
         band=extra[0] if extra else None,
         y=y,
         x=x,
-        transform=raster.rio.transform(recalc=False),
-        crs=raster.rio.crs,
+        geobox=GeoBox.from_dataarray(raster),
         nodata=None if nodata is None else float(nodata),
+        source=str(source) if isinstance(source, str | os.PathLike) else None,
     )
+
+
+def band_pixels(raster: xr.DataArray) -> tuple[xr.DataArray, Layout]:
+    """The raster as ``(band, y, x)`` (a band dimension added to a 2-D raster), and its layout.
+
+    Example:
+        >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> r = xr.DataArray(np.zeros((4, 5)), dims=("y", "x"),
+        ...                  coords={"y": [3.5, 2.5, 1.5, 0.5], "x": np.arange(5) + 0.5})
+        >>> band_pixels(r.rio.write_crs(32633))[0].dims
+        ('band', 'y', 'x')
+    """
+    lay = layout(raster)
+    arr = raster if lay.band is not None else raster.expand_dims("band")
+    return arr.transpose(lay.band or "band", lay.y, lay.x), lay
+
+
+def dataset_mask(lay: Layout, rows: slice, cols: slice) -> np.ndarray | None:
+    """The dataset mask (alpha band or internal mask; 0 = invalid) of pixel ``rows × cols`` of a
+    raster read from a file with one, else ``None``.
+
+    The raster must still be on its file's pixel grid (read by rioxarray, maybe sliced); a raster
+    that was reprojected or resampled has none (its nodata and NaN still apply).
+    """
+    if lay.source is None or not os.path.isfile(lay.source):
+        return None
+    import rasterio
+    from rasterio.windows import Window
+
+    from geobind.data.chips import has_dataset_mask, read_dataset_mask
+
+    with rasterio.open(lay.source) as src:
+        if not has_dataset_mask(src):
+            return None
+        col, row = ~src.transform * (lay.transform.c, lay.transform.f)
+        same_res = np.allclose(tuple(src.transform)[:6:4], tuple(lay.transform)[:6:4], rtol=1e-9)
+        if not same_res or abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            return None
+        r0, c0 = round(row) + rows.start, round(col) + cols.start
+        window = Window(c0, r0, cols.stop - cols.start, rows.stop - rows.start)
+        return read_dataset_mask(src, window)
 
 
 def plan_grid(
@@ -153,8 +205,8 @@ def plan_grid(
     """Chip size and stride in raster pixels, and the grid they give.
 
     ``chip_size`` is in raster pixels; by default it keeps the model's footprint at the raster's
-    GSD (see :mod:`geobind.inference.grid`), which needs a projected CRS or ``gsd`` (the raster's
-    pixel size in metres). ``stride`` defaults to half a chip.
+    ground resolution (:meth:`~geobind.georef.GeoBox.chip_pixels`), which needs a projected CRS or
+    ``gsd`` (the raster's pixel size in ground metres). ``stride`` defaults to half a chip.
 
     Example:
         >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
@@ -167,69 +219,10 @@ def plan_grid(
     lay = layout(raster)
     if chip_size is None:
         sat = model.config["sat"]
-        raster_gsd = gsd if gsd is not None else lay.gsd
-        if raster_gsd is None and sat.get("gsd"):
-            what = "has no CRS" if lay.crs is None else f"is in a geographic CRS ({lay.crs})"
-            raise CRSError(
-                f"the raster {what}, so its ground sample distance is unknown; reproject it to "
-                "a projected CRS (raster.rio.reproject(...)), or pass gsd=<metres per pixel> or "
-                "chip_size=<pixels>"
-            )
-        chip = chip_pixels(int(sat["chip_size"]), sat.get("gsd"), raster_gsd)
+        chip = lay.geobox.chip_pixels(int(sat["chip_size"]), sat.get("gsd"), gsd)
     else:
         chip = int(chip_size)
-    stride = int(stride) if stride is not None else max(1, chip // 2)
-    grid = ChipGrid(raster.sizes[lay.y], raster.sizes[lay.x], chip, stride, lay.transform)
-    return lay, grid
-
-
-def model_sha256(model: Any) -> str:
-    """The hash grids record for ``model``: its weights file's, else its satellite encoder's.
-
-    The encoder hash is cached until a parameter changes (torch's version counters), so queries
-    do not re-hash a large model's weights.
-
-    Example:
-        >>> import geobind
-        >>> m = geobind.load("tiny")
-        >>> model_sha256(m) == m.encoder_sha256("sat")
-        True
-    """
-    if model.weights_sha256:
-        return model.weights_sha256
-    return _sat_sha256(model)
-
-
-def _sat_sha256(model: Any) -> str:
-    stamp = tuple(p._version for p in model["sat"].parameters())
-    cached = getattr(model, "_geobind_sat_sha256", None)
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, model.encoder_sha256("sat"))
-        model._geobind_sat_sha256 = cached
-    return cached[1]
-
-
-def check_same_model(grid: Any, model: Any) -> None:
-    """Refuse to score ``grid`` with another model than the one that embedded it."""
-    made_by = getattr(grid, "attrs", {}).get("model_sha256")
-    if made_by and made_by not in (model.weights_sha256, _sat_sha256(model)):
-        raise InputDataError(
-            f"this grid was embedded by model {grid.attrs.get('model')!r} "
-            f"(sha256 {made_by[:12]}…), not by {model.name!r}: queries only mean something "
-            "with the model that made the grid; pass that one as model="
-        )
-
-
-def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:
-    """Attributes recorded on every grid and store: model name and hash, chip, stride, version."""
-    return {
-        "model": model.name,
-        "model_sha256": model_sha256(model),
-        "chip_size": grid.chip,
-        "stride": grid.stride,
-        "geobind_version": __version__,
-        **extra,
-    }
+    return lay, lay.geobox.chip_grid(chip, stride)
 
 
 def grid_dataarray(
@@ -248,13 +241,14 @@ def grid_dataarray(
     return out.rio.write_crs(crs) if crs is not None else out
 
 
-def _embed_block(pixels, ref, chip, stride, nodata, nodata_fraction, bands, batch_size):
+def _embed_block(pixels, ref, lay, rows, cols, chip, stride, nodata_fraction, bands, batch_size):
     return embed_pixels(
         ref.get()["sat"],
         np.asarray(pixels),
         chip=chip,
         stride=stride,
-        nodata=nodata,
+        nodata=lay.nodata,
+        valid=dataset_mask(lay, rows, cols),
         nodata_fraction=nodata_fraction,
         bands=bands,
         batch_size=batch_size,
@@ -282,58 +276,57 @@ def embed_raster(
     import rioxarray  # noqa: F401
 
     model = resolve_model(model)
-    lay, grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd)
     if not 0 <= nodata_fraction <= 1:
         raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
-    arr = raster if lay.band is not None else raster.expand_dims("band")
-    arr = arr.transpose(lay.band or "band", lay.y, lay.x)
+    arr, lay = band_pixels(raster)
+    grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd)[1]
     attrs = grid_attrs(model, grid, nodata_fraction=nodata_fraction)
-    args = (grid.chip, grid.stride, lay.nodata, nodata_fraction, bands, batch_size)
     if arr.chunks is None:
+        full = slice(0, grid.height), slice(0, grid.width)
         data = embed_pixels(
             model["sat"],
             read_pixels(arr),
             chip=grid.chip,
             stride=grid.stride,
             nodata=lay.nodata,
+            valid=dataset_mask(lay, *full),
             nodata_fraction=nodata_fraction,
             bands=bands,
             batch_size=batch_size,
             progress=progress,
         )
     else:
-        data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, args)
+        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size)
+        data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, lay, args)
     return grid_dataarray(data, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
 
 
-def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, args: tuple) -> Any:
+def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, lay: Layout, args: tuple):
     """A dask array of the grid: one task per block of cells, each reading its halo'd window."""
     import dask.array as da
 
     chunk = max(pixels.chunksize[1], pixels.chunksize[2], grid.chip)
     cells = max(1, (chunk - grid.chip) // grid.stride + 1)
     rows = []
-    for r in range(0, grid.shape[0], cells):
-        row = []
-        for c in range(0, grid.shape[1], cells):
-            rs, cs = (
-                slice(r, min(r + cells, grid.shape[0])),
-                slice(c, min(c + cells, grid.shape[1])),
+    for rs, cs in grid.tiles(cells):
+        if cs.start == 0:
+            rows.append([])
+        wr, wc = grid.window(rs, cs)
+        block = pixels[:, wr, wc].rechunk(-1)
+        n = (rs.stop - rs.start, cs.stop - cs.start)
+        rows[-1].append(
+            da.map_blocks(
+                _embed_block,
+                block,
+                ref,
+                lay,
+                wr,
+                wc,
+                *args,
+                dtype=np.float32,
+                chunks=((dim,), *[(k,) for k in n]),
             )
-            wr, wc = grid.window(rs, cs)
-            block = pixels[:, wr, wc].rechunk(-1)
-            n = (rs.stop - rs.start, cs.stop - cs.start)
-            row.append(
-                da.map_blocks(
-                    _embed_block,
-                    block,
-                    ref,
-                    *args,
-                    dtype=np.float32,
-                    chunks=((dim,), *[(k,) for k in n]),
-                )
-            )
-        rows.append(row)
+        )
     return da.block(rows)  # nested lists concatenate along the last two axes (y, x)
 
 
@@ -400,7 +393,6 @@ def classify(grid: xr.DataArray, model: Any, labels: Sequence[str] | Mapping[str
 def top_k(similarity: xr.DataArray, k: int, grid_transform: Affine, crs: Any):
     """The ``k`` highest-scoring cells of a ``(y, x)`` map as a GeoDataFrame of cell polygons."""
     import geopandas as gpd
-    import shapely
 
     if similarity.ndim != 2:
         raise InputDataError("top_k takes one query at a time")
@@ -412,12 +404,7 @@ def top_k(similarity: xr.DataArray, k: int, grid_transform: Affine, crs: Any):
     best = np.argpartition(-flat, k_eff - 1)[:k_eff] if k_eff else np.array([], int)
     best = best[np.argsort(-flat[best], kind="stable")]
     rows, cols = np.unravel_index(best, values.shape)
-    t = grid_transform
-    x0, y0 = t * (cols, rows)
-    x1, y1 = t * (cols + 1, rows + 1)
-    geoms = shapely.box(
-        np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
-    )
+    geoms = cell_polygons(grid_transform, rows, cols)
     return gpd.GeoDataFrame(
         {
             "rank": np.arange(1, k_eff + 1),

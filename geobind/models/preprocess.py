@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from geobind.data.chips import resize
 from geobind.data.scaling import scale_to_unit
-from geobind.errors import InputDataError
+from geobind.errors import BandsError, InputDataError
 
 __all__ = [
     "audio_windows",
@@ -20,6 +21,7 @@ __all__ = [
     "load_audio_windows",
     "load_image",
     "prepare_chips",
+    "select_bands",
     "standardize",
 ]
 
@@ -46,6 +48,32 @@ def _as_chip_batch(chips: Any) -> list[np.ndarray]:
     return items
 
 
+def select_bands(chips: Any, bands: Sequence[int]) -> np.ndarray:
+    """``(B, len(bands), H, W)``: the 1-based ``bands`` of raw chips, in their own dtype.
+
+    ``chips`` is a ``(C, H, W)`` or ``(B, C, H, W)`` array or tensor, or a sequence of ``(C, H, W)``
+    chips of one shape. ``bands=[1, 2, 3]`` takes RGB from an RGB+NIR raster; ``[1, 1, 1]``
+    repeats a single band.
+
+    Example:
+        >>> import numpy as np
+        >>> select_bands(np.zeros((4, 8, 8), np.uint8), [3, 2, 1]).shape
+        (1, 3, 8, 8)
+    """
+    items = _as_chip_batch(chips)
+    need = max(bands)
+    for chip in items:
+        if chip.shape[0] < need:
+            raise BandsError(bands, chip.shape[0], where="a chip")
+    shapes = {c.shape[1:] for c in items}
+    if len(shapes) > 1:
+        raise InputDataError(f"chips in one batch must share a shape; got {sorted(shapes)}")
+    index = [b - 1 for b in bands]
+    if not items:
+        return np.empty((0, len(index), 0, 0), np.uint8)
+    return np.stack([chip[index] for chip in items])
+
+
 def prepare_chips(
     chips: Any,
     *,
@@ -57,10 +85,11 @@ def prepare_chips(
 ):
     """Turn raw chips into a normalised ``(B, 3, image_size, image_size)`` float32 tensor.
 
-    Band selection uses 1-based band numbers (``bands=[1, 2, 3]`` takes RGB from an RGB+NIR raster;
-    ``[1, 1, 1]`` repeats a single band). ``scale="auto"`` maps uint8 by 1/255, 16/32-bit integers
-    as reflectance × 10 000, and floats as reflectance in [0, 1]; a number divides. NaN becomes 0.
-    Chips of another size are resized (bilinear, antialiased), then CLIP's mean/std apply.
+    Band selection uses 1-based band numbers (:func:`select_bands`). ``scale="auto"`` maps uint8
+    by 1/255, 16/32-bit integers as reflectance × 10 000, and floats as reflectance in [0, 1]; a
+    number divides. NaN becomes 0. Chips of another size are resized (bilinear, antialiased),
+    then CLIP's mean/std apply. (The encoder's own path, with nodata handling, is
+    :meth:`~geobind.models.encoders.SatEncoder.embed_pixels`.)
 
     Example:
         >>> import numpy as np
@@ -70,31 +99,18 @@ def prepare_chips(
         >>> tuple(x.shape), round(float(x[0, 0, 0, 0]), 3)
         ((1, 3, 32, 32), 0.004)
     """
-    items = _as_chip_batch(chips)
-    need = max(bands)
-    out = []
-    for chip in items:
-        if chip.shape[0] < need:
-            raise InputDataError(
-                f"the model reads bands {list(bands)} (1-based) but a chip has only "
-                f"{chip.shape[0]} band(s); pass bands=[...] naming the red, green and blue bands "
-                "(e.g. bands=[1, 1, 1] for a single-band raster)"
-            )
-        out.append(scale_to_unit(chip[[b - 1 for b in bands]], scale))
-    shapes = {c.shape for c in out}
-    if len(shapes) > 1:
-        raise InputDataError(f"chips in one batch must share a shape; got {sorted(shapes)}")
-    return standardize(np.stack(out), image_size=image_size, mean=mean, std=std)
+    x = scale_to_unit(select_bands(chips, bands), scale)
+    return standardize(x, image_size=image_size, mean=mean, std=std)
 
 
 def standardize(x: np.ndarray, *, image_size: int, mean: Sequence[float], std: Sequence[float]):
     """Resize ``(B, C, H, W)`` float32 chips in [0, 1] to ``image_size`` and apply mean/std.
 
-    Returns a torch tensor. Chips already at ``image_size`` are standardised in numpy, which runs on
-    the calling thread alone: in a prefetch thread beside the model forward, torch would start a
-    second team of OpenMP threads on large batches, and on 2 cores their spinning slowed the
-    forward by 10-20 % (satellite ``embed()`` 0.75-0.90× the bare forward before, 0.83-1.04× after
-    in ``benchmarks/embed.py``). The result is bitwise the same (IEEE subtraction and division).
+    Returns a torch tensor. The mean/std step runs in numpy, on the calling thread alone: in a
+    prefetch thread beside the model forward, torch would start a second team of OpenMP threads
+    on large batches, and on 2 cores their spinning slowed the forward by 10-20 % (satellite
+    ``embed()`` 0.75-0.90× the bare forward before, 0.83-1.04× after in
+    ``benchmarks/embed.py``). The result is bitwise the same (IEEE subtraction and division).
 
     Example:
         >>> import numpy as np
@@ -103,12 +119,8 @@ def standardize(x: np.ndarray, *, image_size: int, mean: Sequence[float], std: S
         torch.Size([1, 3, 2, 2])
     """
     import torch
-    import torch.nn.functional as F
 
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(
-            torch.from_numpy(x), size=(image_size, image_size), mode="bilinear", antialias=True
-        ).numpy()
+    x = resize(x, image_size)
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     out = x - m

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -192,16 +193,19 @@ def load_world(root: str | os.PathLike[str]) -> World:
 # --------------------------------------------------------------------------------------- scenes
 
 
-def _ground_scale(crs, center: tuple[float, float]) -> float:
-    """Ground metres per CRS unit at the scene centre (Web Mercator stretches by 1/cos(lat))."""
+def _ground_scale(spec: SceneSpec) -> float:
+    """Ground metres per CRS unit at the scene centre, by geobind's one rule
+    (:meth:`geobind.georef.GeoBox.ground_resolution`: Web Mercator stretches by 1/cos(lat))."""
     from pyproj import CRS
 
-    crs = CRS.from_user_input(crs)
+    from geobind.georef import GeoBox
+
+    crs = CRS.from_user_input(spec.crs)
     if not crs.is_projected:
         raise InputDataError(f"scene CRS {crs.to_string()} is not projected; use a UTM or 3857 CRS")
-    if crs.to_epsg() == 3857:
-        return float(np.cos(np.radians(center[1])))
-    return 1.0
+    box = GeoBox((spec.height, spec.width), _scene_transform(spec), crs)
+    gx, gy = box.ground_resolution()
+    return math.sqrt(gx * gy) / spec.gsd
 
 
 def _scene_transform(spec: SceneSpec):
@@ -523,7 +527,7 @@ def generate_world(
 def _generate(root: Path, preset: WorldPreset, seed: int, pmap: _Mapper, bar) -> dict[str, Any]:
     scenes_info, transforms, landcovers = [], {}, {}
     ground_pts, audio_pts = [], []
-    scales = [_ground_scale(s.crs, s.center) for s in preset.scenes]
+    scales = [_ground_scale(s) for s in preset.scenes]
     areas = np.array(
         [s.width * s.height * (s.gsd * k) ** 2 for s, k in zip(preset.scenes, scales, strict=True)]
     )

@@ -22,7 +22,7 @@ class TrainConfig:
         manifest: point manifest (photos for stage 1 and pretrain-clip, audio for stage 2).
         max_minutes: wall-clock budget for fitting (Lightning ``max_time``).
         jitter_px, gain_jitter, haze_jitter: stage-1 chip augmentation (see
-            :class:`~geobind.data.paired.PairedChips`): centre shift in pixels, per-band gain
+            :class:`~geobind.data.datasets.PairedChips`): centre shift in pixels, per-band gain
             change and haze weight, each the largest drawn.
         val_every: validate (and checkpoint the best model) every this many epochs.
         patch_dropout: share of the image patch tokens (satellite chips in stage 1, photos in

@@ -91,14 +91,13 @@ def evaluate(
     import geobind
     from geobind.data.manifest import read_manifest
     from geobind.synth import load_world
-    from geobind.training.stages import _chips, _embed_chips
+    from geobind.training.stages import _chips, anchor_embeddings
 
     start = time.perf_counter()
     model = model if isinstance(model, torch.nn.Module) else geobind.load(model, device="auto")
     world = load_world(data)
     scenes = [str(p) for p in world.scenes.values()]
     names = [c["name"] for c in world.info["classes"]]
-    sat_cfg = model.config["sat"]
     untrained = copy.deepcopy(model["sat"])
     untrained.visual.load_state_dict(model["ground"].visual.state_dict())
     out: dict[str, Any] = {
@@ -112,15 +111,15 @@ def evaluate(
         gdf = gdf[gdf["split"] == split]
         if len(gdf) == 0:
             raise InputDataError(f"{manifest} has no {split!r} points")
-        chips = _chips(scenes, gdf, sat_cfg)
+        chips = _chips(scenes, gdf, model)
         return chips, chips.points
 
     g_chips, g_pts = points(world.ground_manifest)
-    sat_g = _embed_chips(model["sat"], g_chips, batch_size)
+    sat_g = anchor_embeddings(model["sat"], g_chips, batch_size)
     ground = model["ground"].embed(list(g_pts["path"]), batch_size=batch_size, progress=progress)
     extra = {}
     if baselines:
-        extra = {"untrained": _embed_chips(untrained, g_chips, batch_size)}
+        extra = {"untrained": anchor_embeddings(untrained, g_chips, batch_size)}
     out["sat→ground"] = _retrieval(sat_g, ground, {k: (v, ground) for k, v in extra.items()})
     out["ground→sat"] = _retrieval(ground, sat_g, {k: (ground, v) for k, v in extra.items()})
     if baselines:
@@ -138,7 +137,7 @@ def evaluate(
 
     if "audio" in model.modalities and world.audio_manifest.is_file():
         a_chips, a_pts = points(world.audio_manifest)
-        sat_a = _embed_chips(model["sat"], a_chips, batch_size)
+        sat_a = anchor_embeddings(model["sat"], a_chips, batch_size)
         audio = model["audio"].embed(list(a_pts["path"]), progress=progress)
         out["sat→audio"] = _retrieval(sat_a, audio, {})
         out["audio→sat"] = _retrieval(audio, sat_a, {})

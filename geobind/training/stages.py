@@ -18,14 +18,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from geobind.errors import InputDataError
 from geobind.training.config import TrainConfig
 
-__all__ = ["TrainConfig", "pretrain_clip", "train_stage1", "train_stage2"]
+__all__ = ["TrainConfig", "anchor_embeddings", "pretrain_clip", "train_stage1", "train_stage2"]
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,43 @@ def _fit(task, train_ds, val_ds, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-@torch.inference_mode()
-def _embed_chips(sat, ds, batch_size: int) -> torch.Tensor:
-    out = []
-    for batch in DataLoader(ds, batch_size=batch_size):
-        out.append(
-            F.normalize(sat(sat.normalize(batch["image"].to(sat.device))).float(), dim=-1).cpu()
-        )
-    return torch.cat(out) if out else torch.empty(0, sat.embed_dim)
+def anchor_embeddings(sat, ds, batch_size: int = 64) -> torch.Tensor:
+    """The satellite embedding of each chip of a :class:`~geobind.data.datasets.PairedChips`
+    (un-augmented): ``(len(ds), embed_dim)`` unit vectors, through
+    :meth:`~geobind.models.encoders.SatEncoder.embed_pixels`, the pipeline inference uses, so an
+    anchor equals the grid cell centred on its point.
+
+    Example:
+        >>> import geobind, geopandas as gpd, numpy as np, rasterio
+        >>> from geobind.data.datasets import PairedChips
+        >>> tif = getfixture("tmp_path") / "a.tif"
+        >>> with rasterio.open(tif, "w", driver="GTiff", width=40, height=40, count=3,
+        ...                    dtype="uint8", crs="EPSG:32633",
+        ...                    transform=rasterio.transform.from_origin(0, 40, 1, 1)) as dst:
+        ...     dst.write(np.full((3, 40, 40), 80, np.uint8))
+        >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([20], [20]), crs="EPSG:32633")
+        >>> ds = PairedChips(tif, pts, chip_size=32)
+        >>> anchor_embeddings(geobind.load("tiny")["sat"], ds).shape
+        torch.Size([1, 64])
+    """
+    out = np.full((len(ds), sat.embed_dim), np.nan, np.float32)
+    for k in range(len(ds.scenes)):  # one chip size per scene
+        mine = np.flatnonzero(ds.scene_index == k)
+        for i in range(0, mine.size, 1024):  # bounded memory
+            idx = mine[i : i + 1024]
+            raw = [ds.raw(j) for j in idx]
+            pixels = np.stack([p for p, _ in raw])
+            invalid = [np.zeros(pixels.shape[-2:], bool) if m is None else m for _, m in raw]
+            out[idx] = sat.embed_pixels(
+                pixels, ~np.stack(invalid), nodata_fraction=1.0, batch_size=batch_size
+            )
+    return torch.from_numpy(out)
 
 
-def _chips(scenes, points, sat_cfg: dict, cfg: TrainConfig | None = None):
-    """Chips as the satellite encoder reads them (its chip size, GSD and bands); with ``cfg``,
-    augmented as it says (training chips)."""
-    from geobind.data.paired import PairedChips
+def _chips(scenes, points, model, cfg: TrainConfig | None = None):
+    """Chips as the satellite encoder reads them (its chip size, GSD, bands, scale and input
+    size); with ``cfg``, augmented as it says (training chips)."""
+    from geobind.data.datasets import PairedChips
 
     augment = {}
     if cfg is not None:
@@ -170,12 +193,15 @@ def _chips(scenes, points, sat_cfg: dict, cfg: TrainConfig | None = None):
             "haze_jitter": cfg.haze_jitter,
             "seed": cfg.seed,
         }
+    sat, sat_cfg = model["sat"], model.config["sat"]
     return PairedChips(
         scenes,
         points,
         chip_size=sat_cfg["chip_size"],
         gsd=sat_cfg.get("gsd"),
-        bands=sat_cfg["bands"],
+        out_size=sat.image_size,
+        bands=sat.bands,
+        scale=sat.scale,
         **augment,
     )
 
@@ -227,9 +253,8 @@ def train_stage1(cfg: TrainConfig) -> Path:
     model = geobind.load(cfg.model, device="auto", seed=cfg.seed)  # anchors on GPU if any
     scenes, manifest = _data(cfg, "ground")
     train_pts, val_pts = _splits(manifest)
-    sat_cfg = model.config["sat"]
-    train_ds = _chips(scenes, train_pts, sat_cfg, cfg)
-    val_ds = _chips(scenes, val_pts, sat_cfg)
+    train_ds = _chips(scenes, train_pts, model, cfg)
+    val_ds = _chips(scenes, val_pts, model)
     start = time.perf_counter()
     ground = model["ground"]
     train_anchor = ground.embed(list(train_ds.points["path"]), progress=cfg.progress)
@@ -284,13 +309,12 @@ def train_stage2(cfg: TrainConfig) -> Path:
     model["sat"].requires_grad_(False).eval()
     scenes, manifest = _data(cfg, "audio")
     train_pts, val_pts = _splits(manifest)
-    sat_cfg = model.config["sat"]
     start = time.perf_counter()
     audio = model["audio"]
     datasets = []
     for pts, augment in ((train_pts, True), (val_pts, False)):
-        chips = _chips(scenes, pts, sat_cfg)  # anchors: the un-jittered chip
-        anchors = _embed_chips(model["sat"], chips, cfg.batch_size)
+        chips = _chips(scenes, pts, model)  # anchors: the un-jittered chip
+        anchors = anchor_embeddings(model["sat"], chips, cfg.batch_size)
         clips = AudioClips(
             list(chips.points["path"]),
             audio.features,

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from geobind.errors import InputDataError
+from geobind.errors import BandsError, InputDataError
 from geobind.models.preprocess import audio_windows, load_audio, load_image, prepare_chips
 
 KW = {"bands": [1, 2, 3], "scale": "auto", "image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3}
@@ -54,9 +54,9 @@ def test_band_selection_and_counts():
     assert [round(float(v) * 255) for v in x[0, :, 0, 0]] == [30, 20, 10]
     four = prepare_chips(chip[:4], **KW)  # RGB+NIR: NIR is ignored
     assert torch.equal(four, prepare_chips(chip[:3], **KW))
-    with pytest.raises(InputDataError, match="only 1 band"):
+    with pytest.raises(BandsError, match="a chip has 1 band"):
         prepare_chips(chip[:1], **KW)
-    with pytest.raises(InputDataError, match="only 2 band"):
+    with pytest.raises(InputDataError, match="a chip has 2 band"):
         prepare_chips(chip[:2], **KW)
     grey = prepare_chips(chip[:1], **{**KW, "bands": [1, 1, 1]})
     assert grey.shape == (1, 3, 16, 16)

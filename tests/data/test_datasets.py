@@ -20,7 +20,8 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.samplers import GeoSampler
 
 from geobind.data import read_manifest
-from geobind.data.paired import PairedChips, PointSampler, chips_per_second
+from geobind.data.datasets import PairedChips, chips_per_second
+from geobind.data.samplers import PointSampler
 from geobind.errors import CRSError, CRSMismatchWarning, InputDataError
 
 LANDSAT = Path("/work/shared/data/real/RGB.byte.tif")
@@ -169,22 +170,28 @@ def test_first_scene_holding_the_whole_chip_wins(grid_tif, tmp_path):
     assert PairedChips([east, grid_tif], pts, chip_size=8).scene_index.tolist() == [0, 0, 0]
 
 
-def test_gsd_resamples_web_mercator_to_ground_metres(tiny_world, ground):
+def test_web_mercator_chips_cover_the_model_footprint_in_stored_pixels(tiny_world, ground):
+    from geobind.georef import GeoBox
+
     lat = next(s for s in tiny_world.info["scenes"] if s["name"] == "beta")["center_lonlat"][1]
     per_metre = 1 / np.cos(np.radians(lat))  # EPSG:3857 units per ground metre
     with pytest.warns(CRSMismatchWarning):
         ds = PairedChips(
             [tiny_world.scenes["alpha"], tiny_world.scenes["beta"]], ground, chip_size=32, gsd=1.0
         )
-    assert ds.samplers[0].res == (1.0, 1.0)  # UTM's 0.9996 scale reads the stored 1 m pixels
+    assert ds.chips[0] == 32  # UTM's 0.9996 scale reads 32 of the stored 1 m pixels
+    box = GeoBox.from_path(tiny_world.scenes["beta"])
+    assert ds.chips[1] == box.chip_pixels(32, 1.0) == round(32 * per_metre / 0.6)  # 76 px
     beta = np.flatnonzero(ds.scene_index == 1)
     assert len(beta) > 5
     for i in beta:
         x, y, _ = ds.query(i)
-        assert x.stop - x.start == pytest.approx(32 * per_metre, rel=1e-3)
-        assert y.stop - y.start == pytest.approx(32 * per_metre, rel=1e-3)
-        assert x.step == pytest.approx(per_metre, rel=1e-3)
-        assert ds[i]["image"].shape == (3, 32, 32)
+        # 32 ground metres, to within one stored pixel
+        assert abs((x.stop - x.start) / per_metre - 32) <= 0.6 / per_metre
+        assert abs((y.stop - y.start) / per_metre - 32) <= 0.6 / per_metre
+        assert x.step == pytest.approx(0.6)  # the stored pixels, never resampled
+        assert ds.raw(i)[0].shape == (3, 76, 76)
+        assert ds[i]["image"].shape == (3, 32, 32)  # resized to the model's input
     with rasterio.open(tiny_world.scenes["beta"]) as src:  # the same place, seen at 1 m
         x, y, _ = ds.query(beta[0])
         window = rasterio.windows.from_bounds(x.start, y.start, x.stop, y.stop, src.transform)
@@ -203,9 +210,9 @@ def test_outside_and_mostly_nodata_points_are_dropped_and_counted(landsat, caplo
         crs=crs,
         index=[10, 20, 30, 40],
     )
-    with caplog.at_level(logging.INFO, logger="geobind.data.paired"):
+    with caplog.at_level(logging.INFO, logger="geobind.data.datasets"):
         ds = PairedChips(landsat, pts, chip_size=16)
-    messages = [r.getMessage() for r in caplog.records if r.name == "geobind.data.paired"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "geobind.data.datasets"]
     assert messages == [
         "PairedChips: 4 points, 2 outside every scene, 1 more than 50% nodata, 1 kept"
     ]
@@ -295,7 +302,7 @@ def test_augmentation_without_jitter_only_flips_and_turns(grid_tif):
 
 
 def test_radiometric_jitter_scales_bands_adds_haze_and_keeps_nodata(tmp_path):
-    from geobind.data.paired import HAZE
+    from geobind.data.augment import HAZE
 
     data = np.full((3, 8, 8), 200, np.uint8)
     data[:, :2, :] = 255  # nodata rows
@@ -364,7 +371,7 @@ def test_chips_per_second_counts_chips(world_chips):
 
 
 def test_empty_points_give_an_empty_dataset(grid_tif, caplog):
-    with caplog.at_level(logging.INFO, logger="geobind.data.paired"):
+    with caplog.at_level(logging.INFO, logger="geobind.data.datasets"):
         ds = PairedChips(grid_tif, _at(np.zeros((0, 2))), chip_size=4)
     assert len(ds) == 0 and "0 points" in caplog.text
     with pytest.raises(IndexError):
@@ -415,7 +422,6 @@ def test_native_resolution_window_reads_equal_torchgeo_merge(tiny_world, ground,
     for ds in (world, real):
         assert len(ds) > 0
         scene = ds.datasets[0]
-        assert scene._scene.native
         for epoch in range(3):
             ds.set_epoch(epoch)
             for i in range(min(len(ds), 20)):
