@@ -37,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import geobind
-    from geobind.data.manifest import read_manifest
     from geobind.data.datasets import PairedChips, chips_per_second
+    from geobind.data.manifest import read_manifest
     from geobind.synth import generate_world, load_world
     from geobind.training.loss import InfoNCE
     from geobind.training.stages import _patch_dropout

@@ -3,6 +3,10 @@
 ``import geobind`` stays fast: torch, open_clip, transformers, lightning and torchgeo load only
 when a feature that needs them is first used.
 
+The functions that embed and query rasters, grids, Zarr stores and GeoDataFrames
+(``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``) live in
+:mod:`geobind.inference.api`; the ``.geobind`` accessors wrap them.
+
 Example:
     >>> import geobind
     >>> geobind.__version__ != ""
@@ -20,10 +24,15 @@ __all__ = [
     "GeoBindError",
     "GeoBindWarning",
     "__version__",
+    "classify",
+    "embed",
     "embed_to_zarr",
     "generate_world",
     "list_models",
     "load",
+    "plot",
+    "similarity",
+    "top_k",
     "use_model",
 ]
 
@@ -35,6 +44,11 @@ _LAZY = {
     "list_models": "geobind.models.presets",
     "use_model": "geobind.inference.context",
     "embed_to_zarr": "geobind.inference.store",
+    "embed": "geobind.inference.api",
+    "similarity": "geobind.inference.api",
+    "top_k": "geobind.inference.api",
+    "classify": "geobind.inference.api",
+    "plot": "geobind.inference.api",
 }
 
 

@@ -284,6 +284,29 @@ def _register_training_commands() -> None:
 _register_training_commands()
 
 
+def _parse_bands(text: str | None) -> list[int] | None:
+    """``"4,3,2"`` → ``[4, 3, 2]``: 1-based band numbers, as ``--bands`` takes them.
+
+    Example:
+        >>> _parse_bands("4, 3,2"), _parse_bands(None)
+        ([4, 3, 2], None)
+    """
+    if text is None:
+        return None
+    from geobind.errors import InputDataError
+
+    try:
+        bands = [int(part) for part in text.split(",")]
+    except ValueError:
+        bands = []
+    if not bands or min(bands) < 1:
+        raise InputDataError(
+            f"--bands takes 1-based band numbers separated by commas (e.g. --bands 4,3,2); got "
+            f"{text!r}"
+        )
+    return bands
+
+
 @app.command()
 def embed(
     scenes: Annotated[
@@ -311,6 +334,18 @@ def embed(
     nodata_fraction: Annotated[
         float, typer.Option(help="Chips with more nodata than this share are NaN.")
     ] = 0.5,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            metavar="R,G,B",
+            help="1-based bands read as red, green, blue, comma-separated (e.g. 4,3,2; 1,1,1 for "
+            "a single-band raster). Default: the model's.",
+        ),
+    ] = None,
+    gsd: Annotated[
+        float | None,
+        typer.Option(help="Pixel size in metres, for rasters whose CRS does not say."),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(help="dask scheduler address (tcp://HOST:8786): run tiles on its workers."),
@@ -331,6 +366,8 @@ def embed(
         dtype=dtype,
         batch_size=batch_size,
         nodata_fraction=nodata_fraction,
+        bands=_parse_bands(bands),
+        gsd=gsd,
         client=scheduler if scheduler is not None else False,
         overwrite=overwrite,
         progress=progress,

@@ -452,11 +452,16 @@ class GeoBox:
             return int(chip_size)
         if gsd is None:
             if self.crs is None or not self.crs.is_projected:
-                what = "has no CRS" if self.crs is None else f"is in {crs_name(self.crs)}"
+                what = (
+                    "has no CRS, so its ground sample distance is unknown"
+                    if self.crs is None
+                    else f"is in a geographic CRS ({crs_name(self.crs)}), so its pixels are not "
+                    "square on the ground"
+                )
                 raise CRSError(
-                    f"the raster {what}, so its ground sample distance is unknown or differs "
-                    "east and north; reproject it to a projected CRS (raster.rio.reproject(...)), "
-                    "or pass gsd=<metres per pixel> or chip_size=<pixels>"
+                    f"the raster {what}; reproject it to a projected CRS "
+                    "(raster.rio.reproject(...)), or pass gsd=<metres per pixel> or "
+                    "chip_size=<pixels>"
                 )
             gsd = self.gsd
         if not (gsd and gsd > 0 and math.isfinite(gsd)):

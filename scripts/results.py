@@ -90,7 +90,7 @@ def main() -> None:
             "imports.py": [],
             "encoders.py": ["--archs", "demo"],
             "embed.py": ["--world", world],
-            "zarr.py": ["--quick", "--world", world],
+            "store.py": ["--quick", "--world", world],
         }
         lines += ["", "## Benchmarks", ""]
         for script, extra in benchmarks.items():

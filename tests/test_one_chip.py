@@ -144,6 +144,12 @@ def test_one_validity_rule_on_every_path(tiny, tmp_path):
                 r, c = int(-y - 16), int(x - 16)
                 share = want[r : r + 32, c : c + 32].mean()
                 assert np.isnan(grid.values[0, i, j]) == (share > 0.5), (name, i, j, share)
+        # stores read the file's mask with each block: the same grid
+        from geobind.inference.store import embed_to_zarr, open_store
+
+        embed_to_zarr(path, tmp_path / f"{path.stem}.zarr", tiny, stride=16, tile=3)
+        stored = open_store(tmp_path / f"{path.stem}.zarr", group=path.stem)
+        np.testing.assert_allclose(stored.values, grid.values, atol=1e-5, err_msg=name)
         # points: the chip centred at each cell centre is the cell's vector
         xy = np.array(_cell_points(grid, [(1, 1), (1, 3), (3, 4)]))
         pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), crs=32633)

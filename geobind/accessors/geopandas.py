@@ -1,9 +1,10 @@
 """The ``.geobind`` accessor on GeoDataFrames and GeoSeries: embed, score and rank geometries.
 
-A thin shell over :func:`geobind.inference.vector.embed_geometries`: points take the chip
-centred on them, polygons and lines the area- (length-) weighted mean of the grid cells they
-cover; results are aligned to the frame's index, NaN where a geometry is off the raster, on
-nodata, empty or missing. Geometries in another CRS than the raster's are reprojected with a
+One-line wrappers over :mod:`geobind.inference.api` (``geobind.embed``, ``similarity``,
+``top_k``) with the geometries as the first argument. Points take the chip centred on them,
+polygons and lines the area- (length-) weighted mean of the grid cells they cover; results
+are aligned to the frame's index, NaN where a geometry is off the raster, on nodata, empty or
+missing. Geometries in another CRS than the raster's are reprojected with a
 :class:`~geobind.errors.CRSMismatchWarning`; geometries without a CRS are an error.
 
 This module is imported as soon as pandas is (see :mod:`geobind.accessors`), so at import time
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -23,8 +23,6 @@ import pandas as pd
 from geobind.errors import InputDataError
 
 __all__ = ["GeoBindGeoAccessor"]
-
-_SIMILARITY = "similarity"
 
 
 class _NotGeoDataError(InputDataError, AttributeError):
@@ -90,14 +88,11 @@ class GeoBindGeoAccessor:
         bands: Sequence[int] | None = None,
         gsd: float | None = None,
     ) -> pd.DataFrame:
-        """Embed each geometry: a DataFrame on the frame's index, columns ``0 … embed_dim − 1``.
+        """Embed each geometry: :func:`geobind.embed` on these geometries.
 
-        Points take the chip centred on them (with only a ``grid``: the cell holding them);
-        polygons and lines the weighted mean of the grid cells they cover (``stride`` sets the
-        cells; only the cells they cover are embedded), scaled to unit length. Rows are NaN for
-        geometries off the raster, on nodata (more than ``nodata_fraction`` of a chip), empty
-        or missing. ``chip_size``, ``stride``, ``bands``, ``gsd`` and ``batch_size`` are those
-        of ``raster.geobind.embed``.
+        A DataFrame on the frame's index, columns ``0 … embed_dim − 1``: points take the chip
+        centred on them (with only a ``grid``: the cell holding them), polygons and lines the
+        weighted mean of the cells they cover; NaN rows off the raster, on nodata or empty.
 
         Raises:
             CRSError: the geometries or the raster have no CRS.
@@ -114,13 +109,11 @@ class GeoBindGeoAccessor:
             >>> emb.shape, emb.isna().all(axis=1).tolist()
             ((3, 64), [False, False, True])
         """
-        from geobind.inference.vector import embed_geometries
-
-        vectors = embed_geometries(
-            self._geo,
-            raster,
+        return _api().embed(
+            self._target,
+            model,
+            raster=raster,
             grid=grid,
-            model=model,
             chip_size=chip_size,
             stride=stride,
             batch_size=batch_size,
@@ -128,7 +121,6 @@ class GeoBindGeoAccessor:
             bands=bands,
             gsd=gsd,
         )
-        return pd.DataFrame(vectors, index=self._obj.index, columns=range(vectors.shape[1]))
 
     def similarity(
         self,
@@ -144,14 +136,10 @@ class GeoBindGeoAccessor:
         templates: Sequence[str] | None = None,
         **embed_kw: Any,
     ) -> pd.Series | pd.DataFrame:
-        """Cosine similarity of each geometry's embedding (see :meth:`embed`) with a query.
+        """Cosine similarity of each geometry's embedding with a query: :func:`geobind.similarity`.
 
-        ``query`` is read by its type (:func:`~geobind.inference.query.embed_query`): text, an
-        audio or photo path, ``(samples, rate)``, a PIL image or an embedding vector (or force
-        the kind with ``text=``, ``audio=``, ``image=``, ``vector=``). One query gives a Series
-        named ``similarity`` on the frame's index; a list gives a DataFrame with one column per
-        query. NaN where the geometry has no embedding. ``embed_kw`` go to :meth:`embed`. With
-        ``grid=``, the model must be the one that made the grid; a ``vector=`` query needs none.
+        One query gives a Series named ``similarity`` on the frame's index, a list a DataFrame
+        with one column per query; NaN where the geometry has no embedding.
 
         Example:
             >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray
@@ -166,40 +154,25 @@ class GeoBindGeoAccessor:
             >>> s.name, s.index.tolist(), both.columns.tolist()
             ('similarity', [10, 20], ['a lake', 'a forest'])
         """
-        import numpy as np
-
-        from geobind.inference.query import embed_query
-        from geobind.inference.raster import check_same_model
-        from geobind.inference.vector import embed_geometries
-
-        qmodel = self._query_model(model, grid, query, vector)
-        if grid is not None and not isinstance(qmodel, SimpleNamespace):
-            check_same_model(grid, qmodel)
-        vectors, labels, several = embed_query(
-            qmodel,
+        return _api().similarity(
+            self._target,
             query,
+            raster=raster,
+            grid=grid,
+            model=model,
             text=text,
             audio=audio,
             image=image,
             vector=vector,
             templates=templates,
+            **embed_kw,
         )
-        emb = embed_geometries(self._geo, raster, grid=grid, model=model, **embed_kw)
-        if emb.shape[1] != vectors.shape[1]:
-            raise InputDataError(
-                f"the grid holds {emb.shape[1]}-d embeddings but the query is "
-                f"{vectors.shape[1]}-d; query with the model that made the grid"
-            )
-        scores = (emb @ vectors.T).astype(np.float32)
-        if several:
-            return pd.DataFrame(scores, index=self._obj.index, columns=labels)
-        return pd.Series(scores[:, 0], index=self._obj.index, name=_SIMILARITY)
 
     def search(self, query: Any = None, *, k: int = 10, **kw: Any) -> Any:
-        """The ``k`` geometries most similar to ``query``: a GeoDataFrame of those rows with a
-        ``similarity`` column, best first (fewer rows when fewer geometries have embeddings).
+        """The ``k`` geometries most similar to ``query``, best first: :func:`geobind.top_k`.
 
-        Takes what :meth:`similarity` takes, for one query.
+        A GeoDataFrame of those rows with a ``similarity`` column (fewer rows when fewer
+        geometries have embeddings). Takes what :meth:`similarity` takes, for one query.
 
         Example:
             >>> import geobind, geopandas as gpd, numpy as np, shapely, xarray as xr, rioxarray
@@ -212,32 +185,15 @@ class GeoBindGeoAccessor:
             >>> len(hits), hits["similarity"].is_monotonic_decreasing  # the third is off-raster
             (2, True)
         """
-        import geopandas as gpd
+        return _api().top_k(self._target, query, k, **kw)
 
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputDataError(f"k must be a positive integer; got {k!r}")
-        scores = self.similarity(query, **kw)
-        if isinstance(scores, pd.DataFrame):
-            raise InputDataError(
-                "search ranks by one query; pass one (or use similarity(...) for several)"
-            )
-        frame = self._obj
-        if not isinstance(frame, pd.DataFrame):
-            frame = gpd.GeoDataFrame(geometry=self._geo)
-        out = frame.assign(**{_SIMILARITY: scores.to_numpy()})
-        out = out[out[_SIMILARITY].notna()]
-        return out.sort_values(_SIMILARITY, ascending=False, kind="stable").head(k)
+    @property
+    def _target(self) -> Any:
+        """What the functions take: the GeoDataFrame, or the geometries as a GeoSeries."""
+        return self._obj if isinstance(self._obj, pd.DataFrame) else self._geo
 
-    def _query_model(self, model: Any, grid: Any, query: Any, vector: Any) -> Any:
-        """The model that embeds the query; with only a grid and a vector query, none is needed."""
-        from geobind.inference.context import resolve_model
 
-        try:
-            return resolve_model(model)
-        except InputDataError:
-            from geobind.inference.raster import EMBEDDING
+def _api() -> Any:
+    from geobind.inference import api
 
-            is_vector = vector is not None or (query is not None and hasattr(query, "shape"))
-            if model is not None or grid is None or not is_vector:
-                raise
-            return SimpleNamespace(embed_dim=int(grid.sizes[EMBEDDING]))
+    return api

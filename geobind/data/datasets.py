@@ -62,6 +62,19 @@ class SceneFile:
         """``(x, y)`` of the upper-left corner."""
         return self.geobox.transform.c, self.geobox.transform.f
 
+    @classmethod
+    def from_rasterio(cls, src: Any) -> SceneFile:
+        """What an open rasterio dataset says of itself (no checks: see :func:`open_scene`)."""
+        nodata = None if src.nodata is None else float(src.nodata)
+        return cls(
+            src.name,
+            GeoBox.from_rasterio(src),
+            src.count,
+            nodata,
+            np.dtype(src.dtypes[0]),
+            has_dataset_mask(src),
+        )
+
 
 def open_scene(path: str | os.PathLike[str], bands: Sequence[int]) -> SceneFile:
     """Open a scene's header: refuse files training cannot read (with a clear error).
@@ -87,12 +100,11 @@ def open_scene(path: str | os.PathLike[str], bands: Sequence[int]) -> SceneFile:
         raise InputDataError(f"scene {path} does not exist; expected a GeoTIFF file")
     try:
         with rasterio.open(path) as src:
-            geobox = GeoBox.from_rasterio(src) if src.crs is not None else None
-            t, count, nodata = src.transform, src.count, src.nodata
-            dtype, masked = np.dtype(src.dtypes[0]), has_dataset_mask(src)
+            scene = SceneFile.from_rasterio(src)
     except RasterioIOError as err:
         raise InputDataError(f"cannot read scene {path}: {err}") from None
-    if geobox is None:
+    geobox, t = scene.geobox, scene.geobox.transform
+    if geobox.crs is None:
         raise CRSError(
             f"scene {path} has no CRS; write the CRS its coordinates are in, e.g. "
             "raster.rio.write_crs('EPSG:32633') or gdal_edit.py -a_srs EPSG:32633"
@@ -107,10 +119,10 @@ def open_scene(path: str | os.PathLike[str], bands: Sequence[int]) -> SceneFile:
             f"scene {path} has a rotated or flipped grid ({tuple(t)[:6]}); expected a north-up "
             "grid. Warp it first, e.g. gdalwarp in.tif out.tif"
         )
-    if max(bands) > count:
-        raise BandsError(bands, count, where=f"scene {path}")
-    scale_divisor(dtype)  # raises InputDataError for dtypes it cannot scale
-    return SceneFile(path, geobox, count, None if nodata is None else float(nodata), dtype, masked)
+    if max(bands) > scene.count:
+        raise BandsError(bands, scene.count, where=f"scene {path}")
+    scale_divisor(scene.dtype)  # raises InputDataError for dtypes it cannot scale
+    return scene
 
 
 class _SceneRaster(RasterDataset):

@@ -41,8 +41,8 @@ def read_chips(
     :func:`~geobind.data.chips.invalid_mask` (nodata in every band read, NaN, or 0 in the file's
     alpha band or internal mask, :func:`~geobind.inference.raster.dataset_mask`). The raster is
     read block by block (its dask chunks, else windows of 1024 pixels), only the blocks some chip
-    overlaps and at most 16 at a time (one ``dask.compute`` each time), so memory stays bounded and a lazily
-    opened GeoTIFF is read only where the chips are.
+    overlaps and at most 16 at a time (one ``dask.compute`` each time), so memory stays bounded
+    and a lazily opened GeoTIFF is read only where the chips are.
 
     Example:
         >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401

@@ -42,6 +42,7 @@ __all__ = [
     "grid_dataarray",
     "is_grid",
     "layout",
+    "model_chip_grid",
     "model_sha256",
     "open_raster",
     "plan_grid",
@@ -217,18 +218,41 @@ def plan_grid(
         (64, 32, (1, 1))
     """
     lay = layout(raster)
+    return lay, model_chip_grid(lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd)
+
+
+def model_chip_grid(
+    geobox: GeoBox,
+    model: Any,
+    *,
+    chip_size: int | None = None,
+    stride: int | None = None,
+    gsd: float | None = None,
+) -> ChipGrid:
+    """The chip grid a model embeds on a raster's :class:`~geobind.georef.GeoBox` (see
+    :func:`plan_grid`), for rasters known by their file header (stores).
+
+    Example:
+        >>> import geobind
+        >>> from affine import Affine
+        >>> box = GeoBox((80, 80), Affine(0.5, 0, 500_000, 0, -0.5, 0), "EPSG:32633")
+        >>> model_chip_grid(box, geobind.load("tiny")).chip
+        64
+    """
     if chip_size is None:
         sat = model.config["sat"]
-        chip = lay.geobox.chip_pixels(int(sat["chip_size"]), sat.get("gsd"), gsd)
+        chip = geobox.chip_pixels(int(sat["chip_size"]), sat.get("gsd"), gsd)
     else:
         chip = int(chip_size)
-    return lay, lay.geobox.chip_grid(chip, stride)
+    return geobox.chip_grid(chip, stride)
 
 
 def grid_dataarray(
     data: Any, grid: ChipGrid, crs: Any, *, dims: tuple[str, str] = ("y", "x"), attrs=None
 ) -> xr.DataArray:
     """Wrap ``(embed_dim, rows, cols)`` data (numpy or dask) as a georeferenced grid."""
+    import rioxarray  # noqa: F401 - registers .rio
+
     y, x = grid.coords()
     out = xr.DataArray(
         data,

@@ -62,8 +62,7 @@ def test_grid_cells_are_chip_centres_on_synthetic_scenes(tiny_world, tiny, scene
         and grid.attrs["chip_size"] == 32
     )
     assert (
-        len(grid.attrs["model_sha256"]) == 64
-        and grid.attrs["geobind_version"] == geobind.__version__
+        len(grid.attrs["sat_sha256"]) == 64 and grid.attrs["geobind_version"] == geobind.__version__
     )
 
 

@@ -18,10 +18,13 @@ import xarray as xr
 from rasterio.transform import from_origin
 
 import geobind
-from geobind.errors import GeoBindError, InputDataError, OutputExistsError
+from geobind.errors import GeoBindError, InputDataError, ModelMismatchError, OutputExistsError
 from geobind.inference import store as zstore
 from geobind.inference.raster import embed_raster
 from geobind.inference.store import StoreLockedError, embed_to_zarr
+from geobind.inference.store import tiles as ztiles
+from geobind.inference.store import write as zwrite
+from geobind.inference.store.lock import _StoreLock
 
 STRIDE = 16  # tiny: 32-px chips at 1 m; a 192 × 160 scene gives an 11 × 9 grid
 TILE = 4  # 3 × 3 tiles
@@ -91,7 +94,7 @@ def test_round_trip_equals_in_memory_embed(scene, reference):
     assert grid.rio.transform() == memory.rio.transform()
     np.testing.assert_array_equal(grid.y, memory.y)
     np.testing.assert_array_equal(grid.x, memory.x)
-    for key in ("model", "model_sha256", "chip_size", "stride", "geobind_version"):
+    for key in ("model", "sat_sha256", "chip_size", "stride", "geobind_version"):
         assert grid.attrs[key] == memory.attrs[key]
     assert grid.attrs["source"] == str(scene.resolve())
     assert len(grid.attrs["source_sha256"]) == 64
@@ -118,7 +121,7 @@ def test_small_read_blocks_and_vrt_sources(scene, reference, tmp_path, monkeypat
 
     vrt = tmp_path / "scene.vrt"
     rasterio.shutil.copy(scene, vrt, driver="VRT")
-    monkeypatch.setattr(zstore, "_BLOCK_BYTES", 1)  # one grid row per read block
+    monkeypatch.setattr(ztiles, "_BLOCK_BYTES", 1)  # one grid row per read block
     embed_to_zarr(vrt, tmp_path / "v.zarr", model="tiny", stride=STRIDE, tile=TILE)
     blocks = zstore.open_store(tmp_path / "v.zarr").values
     np.testing.assert_allclose(blocks, zstore.open_store(reference).values, atol=1e-6, rtol=0)
@@ -144,8 +147,8 @@ def test_summary_and_finished_rerun_does_nothing(scene, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a finished store must not embed again")
 
-    monkeypatch.setattr(zstore, "embed_pixels", boom)
-    monkeypatch.setattr(zstore, "_resolve", boom)  # not even the model is loaded
+    monkeypatch.setattr(ztiles, "embed_pixels", boom)
+    monkeypatch.setattr(zwrite, "_resolve", boom)  # not even the model is loaded
     again = embed_to_zarr(scene, tmp_path / "s.zarr", model="tiny", stride=STRIDE, tile=TILE)
     assert (again.tiles, again.done, again.skipped, again.cells) == (9, 0, 9, 0)
 
@@ -157,11 +160,12 @@ def test_kill_9_mid_job_then_rerun_is_bitwise_equal(scene, reference, tmp_path):
         f"""
         import time
         from geobind.inference import store
-        write = store._write_chunk
+        from geobind.inference.store import tiles
+        write = tiles._write_chunk
         def slow(*args):
             write(*args)
             time.sleep(0.4)  # widen the window between tiles for the kill
-        store._write_chunk = slow
+        tiles._write_chunk = slow
         store.embed_to_zarr({str(scene)!r}, {str(root)!r}, model="tiny", stride={STRIDE},
                             tile={TILE})
         """
@@ -190,7 +194,7 @@ def test_appending_with_another_model_or_setting_is_refused(scene, reference, tm
     shutil.copytree(reference, root)
     before = tree(root)
     other = geobind.load("tiny", seed=1)
-    with pytest.raises(OutputExistsError, match="holds embeddings of model 'tiny'"):
+    with pytest.raises(ModelMismatchError, match="holds embeddings of model 'tiny'"):
         embed_to_zarr(scene, root, model=other, stride=STRIDE, tile=TILE)
     with pytest.raises(OutputExistsError, match=r"stride=16.*stride=8"):
         embed_to_zarr(scene, root, model="tiny", stride=8, tile=TILE)
@@ -234,7 +238,7 @@ def test_scenes_become_groups_with_unique_names(scene, reference, tmp_path):
 
 def test_second_writer_is_refused_and_stale_lock_taken_over(scene, tmp_path):
     root = tmp_path / "s.zarr"
-    with zstore._StoreLock(root):
+    with _StoreLock(root):
         with pytest.raises(StoreLockedError, match="being written by another job") as err:
             embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
         assert isinstance(err.value, GeoBindError)

@@ -24,15 +24,15 @@ def _model_loads() -> int:
 
 def _slow_writes() -> None:
     """Widen the window between tiles on this worker, so the test can kill it mid-job."""
-    from geobind.inference import store
+    from geobind.inference.store import tiles
 
-    write = store._write_chunk
+    write = tiles._write_chunk
 
     def slow(*args):
         write(*args)
         time.sleep(0.5)
 
-    store._write_chunk = slow
+    tiles._write_chunk = slow
 
 
 @pytest.fixture(scope="module")

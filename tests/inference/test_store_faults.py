@@ -16,6 +16,7 @@ from test_store import STRIDE, TILE, tree, write_scene
 from geobind.errors import GeoBindError
 from geobind.inference import store as zstore
 from geobind.inference.store import StoreError, embed_to_zarr
+from geobind.inference.store import tiles as ztiles
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +70,18 @@ def test_corrupt_source_tile_is_reported_and_the_rest_finishes(clean, tmp_path):
 
 def test_transient_read_error_is_retried_by_a_rerun(clean, tmp_path, monkeypatch):
     scene, reference = clean
-    read = zstore._read_block
+    read = ztiles._read_block
 
     def flaky(src, job, rows, cols):
         if job.tile == (1, 0):
             raise rasterio.errors.RasterioIOError("Read failed (network hiccup)")
         return read(src, job, rows, cols)
 
-    monkeypatch.setattr(zstore, "_read_block", flaky)
+    monkeypatch.setattr(ztiles, "_read_block", flaky)
     root = tmp_path / "s.zarr"
     first = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
     assert [f.tile for f in first.failed] == [(1, 0)] and "network hiccup" in first.failed[0].error
-    monkeypatch.setattr(zstore, "_read_block", read)
+    monkeypatch.setattr(ztiles, "_read_block", read)
     second = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
     assert (second.done, second.skipped, second.failed) == (1, 8, [])
     assert tree(root) == tree(reference)
@@ -88,7 +89,7 @@ def test_transient_read_error_is_retried_by_a_rerun(clean, tmp_path, monkeypatch
 
 def test_disk_full_is_a_clear_error_and_a_rerun_completes(clean, tmp_path, monkeypatch):
     scene, reference = clean
-    write = zstore._write_chunk
+    write = ztiles._write_chunk
     calls = []
 
     def full(*args):
@@ -97,7 +98,7 @@ def test_disk_full_is_a_clear_error_and_a_rerun_completes(clean, tmp_path, monke
             raise OSError(errno.ENOSPC, "No space left on device")
         write(*args)
 
-    monkeypatch.setattr(zstore, "_write_chunk", full)
+    monkeypatch.setattr(ztiles, "_write_chunk", full)
     root = tmp_path / "s.zarr"
     with pytest.raises(StoreError, match="no space left on device") as err:
         embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
@@ -106,7 +107,7 @@ def test_disk_full_is_a_clear_error_and_a_rerun_completes(clean, tmp_path, monke
     assert not (root / zstore.LOCK_NAME).exists()
     partial = xr.open_zarr(root, group="scene")["embedding"]  # still a valid store
     assert partial.shape == (64, 11, 9)
-    monkeypatch.setattr(zstore, "_write_chunk", write)
+    monkeypatch.setattr(ztiles, "_write_chunk", write)
     summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
     assert summary.skipped == 3 and summary.done == 6
     assert tree(root) == tree(reference)

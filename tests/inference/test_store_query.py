@@ -128,3 +128,46 @@ def test_embed_and_query_commands(tmp_path, capsys):
     capsys.readouterr()
     assert main(["query", str(tmp_path / "nope.zarr"), "x", "-o", str(tmp_path / "m.tif")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_embed_command_takes_bands_and_gsd(tmp_path, capsys):
+    import rioxarray
+
+    from geobind.inference.raster import embed_raster
+
+    scene = write_scene(tmp_path / "scene.tif")
+    args = ["embed", str(scene), "--model", "tiny", "--stride", "16", "--tile", "4"]
+    assert main([*args, "-o", str(tmp_path / "b.zarr"), "--bands", "4,3,2", "--no-progress"]) == 0
+    root = json.loads((tmp_path / "b.zarr" / "zarr.json").read_text())["attributes"]["geobind"]
+    assert root["bands"] == [4, 3, 2]
+    memory = embed_raster(rioxarray.open_rasterio(scene), "tiny", stride=16, bands=[4, 3, 2])
+    np.testing.assert_allclose(open_store(tmp_path / "b.zarr").values, memory.values, atol=1e-6)
+    capsys.readouterr()
+    for bad, message in (
+        ("1,2,9", "has 4 band(s)"),
+        ("4;3;2", "--bands takes"),
+        ("0,1,2", "1-based"),
+    ):
+        assert main([*args, "-o", str(tmp_path / "x.zarr"), "--bands", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.zarr").exists()
+
+    # a geographic CRS does not say the pixel size in metres: --gsd does (0.5 m: 64-px chips)
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    profile.update(crs="EPSG:4326", transform=rasterio.transform.from_origin(15, 41, 1e-5, 1e-5))
+    with rasterio.open(tmp_path / "geo.tif", "w", **profile) as dst:
+        dst.write(data)
+    geo = ["embed", str(tmp_path / "geo.tif"), "--model", "tiny", "--no-progress"]
+    assert main([*geo, "-o", str(tmp_path / "g.zarr")]) == 2
+    assert "gsd" in capsys.readouterr().err
+    assert main([*geo, "-o", str(tmp_path / "g.zarr"), "--gsd", "0.5"]) == 0
+    grid = open_store(tmp_path / "g.zarr")
+    assert grid.attrs["chip_size"] == 64 and grid.attrs["stride"] == 32
+    assert (
+        json.loads((tmp_path / "g.zarr" / "zarr.json").read_text())["attributes"]["geobind"]["gsd"]
+        == 0.5
+    )
+    assert main([*geo, "-o", str(tmp_path / "z.zarr"), "--gsd", "0"]) == 2
+    assert "gsd" in capsys.readouterr().err

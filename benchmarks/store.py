@@ -20,25 +20,20 @@ one run:
 torch's default of one thread per core loses much of its speed when other processes hold the
 cores; on a shared machine compare with ``--threads 1``.
 
-    python benchmarks/zarr.py [--world DIR | --scene TIF] [--model demo] [--size 2048]
-                              [--tile 256] [--batch-size 64] [--threads 0] [--quick]
+    python benchmarks/store.py [--world DIR | --scene TIF] [--model demo] [--size 2048]
+                               [--tile 256] [--batch-size 64] [--threads 0] [--quick]
 """
 
 from __future__ import annotations
-
-import os
-import sys
-
-# This file is named zarr.py: keep `import zarr` (inside geobind, xarray, dask) meaning the library.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
 
 import argparse
 import contextlib
 import json
 import math
+import os
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +85,8 @@ def _bare(model, path: Path, batch_size: int, cap: int = 8192):
     import torch
 
     from geobind.data.scaling import scale_to_unit
-    from geobind.inference.grid import invalid_mask, nodata_fractions
+    from geobind.data.chips import invalid_mask
+    from geobind.inference.grid import nodata_fractions
     from geobind.inference.raster import plan_grid
 
     sat = model["sat"]

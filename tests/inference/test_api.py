@@ -1,0 +1,191 @@
+"""The function-first API: geobind.embed / similarity / top_k / classify / plot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401 - registers .rio
+import shapely
+import xarray as xr
+
+import geobind
+from geobind.errors import InputDataError, ModelMismatchError
+from geobind.inference import api
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return geobind.load("tiny", device="cpu")
+
+
+def _raster(h=160, w=160, seed=0):
+    data = np.random.default_rng(seed).integers(1, 255, (3, h, w)).astype(np.uint8)
+    y = 5000 - (np.arange(h) + 0.5)
+    x = 300 + (np.arange(w) + 0.5)
+    r = xr.DataArray(data, dims=("band", "y", "x"), coords={"band": [1, 2, 3], "y": y, "x": x})
+    return r.rio.write_crs(32633)
+
+
+KW = {"chip_size": 16, "stride": 8}
+
+
+def test_the_functions_are_exported_lazily():
+    assert {"embed", "similarity", "top_k", "classify", "plot"} <= set(geobind.__all__)
+    assert geobind.similarity is api.similarity and geobind.embed is api.embed
+    code = (
+        "import sys, geobind; geobind.embed, geobind.similarity, geobind.top_k, "
+        "geobind.classify, geobind.plot; "
+        "assert 'torch' not in sys.modules and 'xarray' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_functions_and_accessors_agree(tiny):
+    raster = _raster()
+    grid = geobind.embed(raster, tiny, **KW)
+    np.testing.assert_array_equal(grid.values, raster.geobind.embed(tiny, **KW).values)
+    sim = geobind.similarity(raster, "a lake", model=tiny, **KW)
+    np.testing.assert_array_equal(sim.values, raster.geobind.similarity("a lake", model=tiny, **KW))
+    np.testing.assert_array_equal(sim.values, geobind.similarity(grid, "a lake", model=tiny))
+    classes = geobind.classify(raster, ["a lake", "a forest"], model=tiny, **KW)
+    np.testing.assert_array_equal(
+        classes["class"].values,
+        raster.geobind.classify(["a lake", "a forest"], model=tiny, **KW)["class"].values,
+    )
+    hits = geobind.top_k(raster, "a lake", k=4, model=tiny, **KW)
+    assert hits["score"].tolist() == pytest.approx(
+        raster.geobind.top_k("a lake", k=4, model=tiny, **KW)["score"].tolist()
+    )
+    assert geobind.embed(grid) is grid  # a grid is never re-embedded
+
+
+def test_grid_is_an_explicit_keyword(tiny):
+    raster = _raster()
+    grid = geobind.embed(raster, tiny, cache=False, **KW)
+    forwards = []
+    hook = tiny["sat"].register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        sim = geobind.similarity(raster, "a lake", model=tiny, grid=grid)
+        hits = raster.geobind.top_k("a lake", k=3, model=tiny, grid=grid)
+        raster.geobind.plot("a lake", model=tiny, grid=grid)
+    finally:
+        hook.remove()
+    assert not forwards  # the grid given was used: nothing embedded
+    np.testing.assert_array_equal(sim.values, geobind.similarity(grid, "a lake", model=tiny))
+    assert len(hits) == 3
+    with pytest.raises(ModelMismatchError):
+        geobind.similarity(raster, "a lake", model=geobind.load("tiny", seed=1), grid=grid)
+    with pytest.raises(InputDataError, match="already an embedding grid"):
+        geobind.similarity(grid, "a lake", model=tiny, grid=grid)
+    with pytest.raises(InputDataError, match="embedding grid"):
+        geobind.similarity(raster, "a lake", model=tiny, grid=raster)
+    with pytest.raises(InputDataError, match="GeoDataFrames"):
+        geobind.embed(raster, tiny, grid=grid)
+    with pytest.raises(TypeError, match="strides"):
+        geobind.similarity(raster, "a lake", model=tiny, strides=8)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_a_vector_query_on_a_grid_needs_no_model(tiny):
+    grid = geobind.embed(_raster(), tiny, **KW)
+    vector = grid.values[:, 3, 4]
+    sim = geobind.similarity(grid, vector=vector)
+    assert float(sim[3, 4]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(InputDataError, match="no model"):
+        geobind.similarity(_raster(), vector=vector)
+
+
+def test_store_groups_and_their_embedding_variable(tiny, tmp_path):
+    grid = geobind.embed(_raster(), tiny, **KW)
+    grid.to_dataset().to_zarr(tmp_path / "g.zarr", consolidated=False)
+    store = xr.open_zarr(tmp_path / "g.zarr", consolidated=False)
+    want = geobind.similarity(grid, "a lake", model=tiny).values
+    for obj in (store, store["embedding"]):
+        np.testing.assert_allclose(geobind.similarity(obj, "a lake", model=tiny).values, want)
+    area = shapely.box(330, 4900, 380, 4960)
+    np.testing.assert_allclose(
+        geobind.similarity(store, area, model=tiny).values,
+        geobind.similarity(grid, area, model=tiny).values,
+        atol=1e-6,
+    )
+    assert geobind.top_k(store, "a lake", k=2, model=tiny).crs == grid.rio.crs
+
+
+def test_geometry_queries_read_only_the_chunks_they_cover(tiny, tmp_path, monkeypatch):
+    from zarr.storage import LocalStore
+
+    grid = geobind.embed(_raster(), tiny, **KW)  # 19 × 19 cells
+    grid.to_dataset().to_zarr(
+        tmp_path / "g.zarr", encoding={"embedding": {"chunks": (64, 4, 4)}}, consolidated=False
+    )
+    chunks = 5 * 5
+    store = xr.open_zarr(tmp_path / "g.zarr", consolidated=False)
+    assert store["embedding"].chunks is not None
+    reads = []
+    get = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        if key.startswith("embedding/c"):
+            reads.append(key)
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    t = grid.rio.transform()
+    area = shapely.box(*(t * (5, 7)), *(t * (7, 5)))  # cells (5..6, 5..6): one chunk
+    sim = geobind.similarity(store, area, model=tiny)  # a lazy map: only the query is read
+    assert 0 < len(reads) < chunks
+    assert len(set(reads)) == 1
+    mean = grid.values[:, 5:7, 5:7].reshape(64, -1).mean(axis=1)
+    np.testing.assert_allclose(
+        sim.values, geobind.similarity(grid, vector=mean / np.linalg.norm(mean)).values, atol=1e-5
+    )
+    reads.clear()  # a GeoDataFrame as the query, in another CRS: the same cells
+    frame = gpd.GeoDataFrame(geometry=[area], crs=32633).to_crs(4326)
+    with pytest.warns(geobind.errors.CRSMismatchWarning):
+        geobind.similarity(store, frame, model=tiny)
+    assert 0 < len(reads) < chunks
+
+
+def test_geodataframes_take_raster_or_grid(tiny):
+    raster = _raster()
+    grid = geobind.embed(raster, tiny, **KW)
+    gdf = gpd.GeoDataFrame(
+        {"name": ["a", "b", "c"]},
+        index=[10, 20, 30],
+        geometry=[shapely.Point(340, 4950), shapely.box(320, 4880, 400, 4960), None],
+        crs=32633,
+    )
+    emb = geobind.embed(gdf, tiny, raster=raster, **KW)
+    assert emb.index.tolist() == [10, 20, 30] and emb.shape == (3, 64)
+    np.testing.assert_array_equal(emb.values, gdf.geobind.embed(raster, model=tiny, **KW).values)
+    s = geobind.similarity(gdf, "a lake", model=tiny, raster=raster, **KW)
+    assert s.name == "similarity" and s.index.tolist() == [10, 20, 30] and np.isnan(s[30])
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_series_equal(
+        s, gdf.geobind.similarity("a lake", model=tiny, raster=raster, **KW)
+    )
+    on_grid = geobind.similarity(gdf.geometry, "a lake", model=tiny, grid=grid)
+    assert on_grid.index.tolist() == [10, 20, 30]
+    both = geobind.similarity(gdf, ["a lake", "a forest"], model=tiny, grid=grid)
+    assert both.columns.tolist() == ["a lake", "a forest"]
+    best = geobind.top_k(gdf, "a lake", k=5, model=tiny, grid=grid)
+    search = gdf.geobind.search("a lake", k=5, model=tiny, grid=grid)
+    assert best.index.tolist() == search.index.tolist()
+    assert len(best) == 2 and "name" in best and best["similarity"].is_monotonic_decreasing
+    with pytest.raises(InputDataError, match="classify"):
+        geobind.classify(gdf, ["a lake"], model=tiny, grid=grid)
+    with pytest.raises(InputDataError, match="k must be"):
+        geobind.top_k(gdf, "a lake", k=0, model=tiny, grid=grid)
+
+
+def test_bad_objects_are_clear_errors(tiny):
+    with pytest.raises(InputDataError, match=r"rioxarray\.open_rasterio"):
+        geobind.similarity("scene.tif", "a lake", model=tiny)
+    with pytest.raises(InputDataError, match="several"):
+        geobind.top_k(geobind.embed(_raster(), tiny, **KW), ["a", "b"], model=tiny)
