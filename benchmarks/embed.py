@@ -66,16 +66,20 @@ def _load_model(name: str):
     return geobind.load(name, device="cpu")
 
 
-def _scene(args: argparse.Namespace, tmp: Path) -> Path:
+def _world(args: argparse.Namespace, tmp: Path):
+    """``--world`` if given, else a world of ``--preset`` generated in ``tmp``."""
     from geobind.synth import generate_world, load_world
 
     if args.world:
-        world = load_world(args.world)
-    else:
-        t0 = time.perf_counter()
-        world = generate_world(tmp / "world", args.preset)
-        print(f"world: preset {args.preset!r} generated in {time.perf_counter() - t0:.0f} s")
-    scenes = world.scenes
+        return load_world(args.world)
+    t0 = time.perf_counter()
+    world = generate_world(tmp / "world", args.preset)
+    print(f"world: preset {args.preset!r} generated in {time.perf_counter() - t0:.0f} s")
+    return world
+
+
+def _scene(args: argparse.Namespace, tmp: Path) -> Path:
+    scenes = _world(args, tmp).scenes
     return scenes[args.scene] if args.scene else next(iter(scenes.values()))
 
 

@@ -84,8 +84,8 @@ def _bare(model, path: Path, batch_size: int, cap: int = 8192):
     import rioxarray
     import torch
 
-    from geobind.data.scaling import scale_to_unit
     from geobind.data.chips import invalid_mask
+    from geobind.data.scaling import scale_to_unit
     from geobind.inference.grid import nodata_fractions
     from geobind.inference.raster import plan_grid
 
@@ -235,7 +235,6 @@ def main() -> None:
     import geobind
     from geobind.inference.raster import embed_raster
     from geobind.inference.store import embed_to_zarr
-    from geobind.synth import generate_world, load_world
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,13 +244,9 @@ def main() -> None:
         if args.scene:
             source = Path(args.scene)
         else:
-            if args.world:
-                world = load_world(args.world)
-            else:
-                t0 = time.perf_counter()
-                world = generate_world(tmp / "world", args.preset)
-                print(f"world {args.preset!r} generated in {time.perf_counter() - t0:.0f} s")
-            source = next(iter(world.scenes.values()))
+            from embed import _world  # the sibling benchmark
+
+            source = next(iter(_world(args, tmp).scenes.values()))
         one = _vrt(source, tmp / "one.vrt", args.size, 1)
         four = _vrt(source, tmp / "four.vrt", args.size, 2)
         model = geobind.load(args.model, device="cpu")

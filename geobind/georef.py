@@ -296,13 +296,9 @@ class GeoBox:
 
         Example:
             >>> import numpy as np, rasterio
-            >>> from rasterio.transform import from_origin
-            >>> tif = getfixture("tmp_path") / "g.tif"
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=6, height=4, count=1,
-            ...                    dtype="uint8", crs="EPSG:32633",
-            ...                    transform=from_origin(0, 4, 1, 1)) as dst:
-            ...     dst.write(np.zeros((1, 4, 6), np.uint8))
-            >>> with rasterio.open(tif) as src:
+            >>> box = GeoBox((4, 6), Affine(1, 0, 0, 0, -1, 4), "EPSG:32633")
+            >>> with rasterio.open(box.write_geotiff(getfixture("tmp_path") / "g.tif",
+            ...                                      np.zeros((1, 4, 6), np.uint8))) as src:
             ...     GeoBox.from_rasterio(src).shape
             (4, 6)
         """
@@ -323,6 +319,18 @@ class GeoBox:
 
         rio = raster.rio
         return cls((raster.sizes[rio.y_dim], raster.sizes[rio.x_dim]), rio.transform(), rio.crs)
+
+    @classmethod
+    def from_origin(
+        cls, x: float, y: float, res: float, shape: tuple[int, int], crs: Any = None
+    ) -> GeoBox:
+        """A north-up grid of square ``res`` pixels whose upper-left corner is ``(x, y)``.
+
+        Example:
+            >>> GeoBox.from_origin(500_000, 4_600_000, 10, (3, 4), "EPSG:32633").bounds
+            (500000.0, 4599970.0, 500040.0, 4600000.0)
+        """
+        return cls(shape, Affine(res, 0, x, 0, -res, y), crs)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> GeoBox:
@@ -518,3 +526,39 @@ class GeoBox:
     def to_crs(self, data: Any) -> Any:
         """Vectors (GeoDataFrame / GeoSeries) in this raster's CRS (see :func:`to_crs`)."""
         return to_crs(data, self.crs)
+
+    def write_geotiff(
+        self, path: str | os.PathLike[str], pixels: np.ndarray, **profile: Any
+    ) -> Path:
+        """Write ``(bands, height, width)`` pixels on this grid as a GeoTIFF; returns the path.
+
+        ``profile`` adds to or overrides rasterio's creation options (``nodata=0``,
+        ``compress="deflate"``, ``tiled=True`` …).
+
+        Example:
+            >>> import numpy as np
+            >>> box = GeoBox((4, 6), Affine(1, 0, 0, 0, -1, 4), "EPSG:32633")
+            >>> tif = box.write_geotiff(getfixture("tmp_path") / "g.tif", np.zeros((1, 4, 6), "u1"))
+            >>> GeoBox.from_path(tif) == box
+            True
+        """
+        import rasterio
+
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 3 or pixels.shape[1:] != self.shape:
+            raise InputDataError(
+                f"pixels must be (bands, {self.height}, {self.width}); got shape {pixels.shape}"
+            )
+        options = {
+            "driver": "GTiff",
+            "count": pixels.shape[0],
+            "height": self.height,
+            "width": self.width,
+            "dtype": pixels.dtype.name,
+            "crs": self.crs,
+            "transform": self.transform,
+            **profile,
+        }
+        with rasterio.open(path, "w", **options) as dst:
+            dst.write(pixels)
+        return Path(path)

@@ -21,13 +21,9 @@ def test_bands_error_message_and_classes():
 
 
 def test_model_mismatch_error_names_both_encoders_and_the_fix():
+    names = {"where": "store s.zarr", "made_by": "stage1", "given": "other"}
     err = ModelMismatchError(
-        where="store s.zarr",
-        made_by="stage1",
-        made_sha256="a" * 64,
-        given="other",
-        given_sha256="b" * 64,
-        source="/models/stage1",
+        **names, made_sha256="a" * 64, given_sha256="b" * 64, source="/models/stage1"
     )
     assert isinstance(err, GeoBindError) and isinstance(err, ValueError)
     text = str(err)
@@ -35,14 +31,8 @@ def test_model_mismatch_error_names_both_encoders_and_the_fix():
     assert "a" * 12 + "…" in text and "b" * 12 + "…" in text and "a" * 13 not in text
     assert "model='/models/stage1'" in text and "later stage" in text
     assert "\n" not in text  # one line on the command line
-    legacy = ModelMismatchError(
-        where="this grid",
-        made_by="x",
-        made_sha256="c" * 64,
-        given="y",
-        given_sha256="d" * 64,
-        weights_hash=True,
-    )
+    legacy = ModelMismatchError(**names, made_sha256="c" * 64, given_sha256="d" * 64,
+                                weights_hash=True)  # fmt: skip
     assert "(model sha256 cccccccccccc…)" in str(legacy)
 
 

@@ -122,12 +122,10 @@ def read_dataset_mask(src: Any, window: Any = None) -> np.ndarray | None:
 
     Example:
         >>> import numpy as np, rasterio
-        >>> from rasterio.transform import from_origin
-        >>> tif = getfixture("tmp_path") / "m.tif"
-        >>> with rasterio.open(tif, "w", driver="GTiff", width=2, height=1, count=4,
-        ...                    dtype="uint8", transform=from_origin(0, 1, 1, 1)) as dst:
-        ...     dst.write(np.array([[[9, 9]], [[9, 9]], [[9, 9]], [[255, 0]]], np.uint8))
-        ...     dst.colorinterp = [*dst.colorinterp[:3], rasterio.enums.ColorInterp.alpha]
+        >>> from geobind.georef import GeoBox
+        >>> rgba = np.array([[[9, 9]], [[9, 9]], [[9, 9]], [[255, 0]]], np.uint8)
+        >>> tif = GeoBox.from_origin(0, 1, 1, (1, 2)).write_geotiff(
+        ...     getfixture("tmp_path") / "m.tif", rgba, photometric="RGB", alpha="YES")
         >>> with rasterio.open(tif) as src:
         ...     read_dataset_mask(src).tolist()
         [[255, 0]]

@@ -85,13 +85,9 @@ def open_scene(path: str | os.PathLike[str], bands: Sequence[int]) -> SceneFile:
         CRSError: no CRS, or a geographic one.
 
     Example:
-        >>> import numpy as np, rasterio
-        >>> from rasterio.transform import from_origin
-        >>> tif = getfixture("tmp_path") / "s.tif"
-        >>> with rasterio.open(tif, "w", driver="GTiff", width=4, height=4, count=3,
-        ...                    dtype="uint8", crs="EPSG:32633",
-        ...                    transform=from_origin(0, 4, 1, 1)) as dst:
-        ...     dst.write(np.zeros((3, 4, 4), np.uint8))
+        >>> import numpy as np
+        >>> box = GeoBox.from_origin(0, 4, 1, (4, 4), "EPSG:32633")
+        >>> tif = box.write_geotiff(getfixture("tmp_path") / "s.tif", np.zeros((3, 4, 4), np.uint8))
         >>> open_scene(tif, [1, 2, 3]).geobox.shape
         (4, 4)
     """
@@ -274,13 +270,9 @@ class PairedChips(Dataset):
         CRSError: a scene or ``points`` has no CRS, or a scene is not in a projected CRS.
 
     Example:
-        >>> import geopandas as gpd, numpy as np, rasterio
-        >>> from rasterio.transform import from_origin
-        >>> tif = getfixture("tmp_path") / "scene.tif"
-        >>> with rasterio.open(tif, "w", driver="GTiff", width=32, height=32, count=3,
-        ...                    dtype="uint8", crs="EPSG:32633",
-        ...                    transform=from_origin(500000, 4600000, 1, 1)) as dst:
-        ...     dst.write(np.full((3, 32, 32), 255, np.uint8))
+        >>> import geopandas as gpd, numpy as np
+        >>> tif = GeoBox.from_origin(500000, 4600000, 1, (32, 32), "EPSG:32633").write_geotiff(
+        ...     getfixture("tmp_path") / "scene.tif", np.full((3, 32, 32), 255, np.uint8))
         >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([500016, 0], [4599984, 0]),
         ...                        crs="EPSG:32633")
         >>> ds = PairedChips([tif], pts, chip_size=8)
@@ -413,12 +405,9 @@ class PairedChips(Dataset):
         """Set the epoch for the augmentation draws (no effect without ``augment``).
 
         Example:
-            >>> import geopandas as gpd, numpy as np, rasterio
-            >>> tif = getfixture("tmp_path") / "e.tif"
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1,
-            ...                    dtype="uint8", crs="EPSG:32633",
-            ...                    transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
-            ...     dst.write(np.ones((1, 8, 8), np.uint8))
+            >>> import geopandas as gpd, numpy as np
+            >>> tif = GeoBox.from_origin(0, 8, 1, (8, 8), "EPSG:32633").write_geotiff(
+            ...     getfixture("tmp_path") / "e.tif", np.ones((1, 8, 8), np.uint8))
             >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([4], [4]), crs="EPSG:32633")
             >>> ds = PairedChips(tif, pts, chip_size=2, bands=[1], augment=True, jitter_px=1)
             >>> ds.set_epoch(3)
@@ -433,12 +422,9 @@ class PairedChips(Dataset):
         The query is in the CRS of scene ``scenes[scene_index[i]]``.
 
         Example:
-            >>> import geopandas as gpd, numpy as np, rasterio
-            >>> tif = getfixture("tmp_path") / "q.tif"
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1,
-            ...                    dtype="uint8", crs="EPSG:32633",
-            ...                    transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
-            ...     dst.write(np.ones((1, 8, 8), np.uint8))
+            >>> import geopandas as gpd, numpy as np
+            >>> tif = GeoBox.from_origin(0, 8, 1, (8, 8), "EPSG:32633").write_geotiff(
+            ...     getfixture("tmp_path") / "q.tif", np.ones((1, 8, 8), np.uint8))
             >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([4], [4]), crs="EPSG:32633")
             >>> x, y, _ = PairedChips(tif, pts, chip_size=2, bands=[1]).query(0)
             >>> (x.start, x.stop), (y.start, y.stop)
@@ -478,12 +464,10 @@ class PairedChips(Dataset):
         dtype, invalid (c, c) bool or None)``, ``c`` = its scene's chip side (:attr:`chips`).
 
         Example:
-            >>> import geopandas as gpd, numpy as np, rasterio
-            >>> tif = getfixture("tmp_path") / "r.tif"
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1,
-            ...                    dtype="uint8", crs="EPSG:32633", nodata=0,
-            ...                    transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
-            ...     dst.write(np.arange(64, dtype=np.uint8).reshape(1, 8, 8))
+            >>> import geopandas as gpd, numpy as np
+            >>> tif = GeoBox.from_origin(0, 8, 1, (8, 8), "EPSG:32633").write_geotiff(
+            ...     getfixture("tmp_path") / "r.tif", np.arange(64, dtype="u1").reshape(1, 8, 8),
+            ...     nodata=0)
             >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([1], [7]), crs="EPSG:32633")
             >>> px, bad = PairedChips(tif, pts, chip_size=2, bands=[1]).raw(0)
             >>> px.tolist(), bad.tolist()
@@ -526,12 +510,9 @@ def chips_per_second(
     The time runs from creating the loader's iterator (worker start-up included) to the last batch.
 
     Example:
-        >>> import geopandas as gpd, numpy as np, rasterio
-        >>> tif = getfixture("tmp_path") / "c.tif"
-        >>> with rasterio.open(tif, "w", driver="GTiff", width=16, height=16, count=3,
-        ...                    dtype="uint8", crs="EPSG:32633",
-        ...                    transform=rasterio.transform.from_origin(0, 16, 1, 1)) as dst:
-        ...     dst.write(np.ones((3, 16, 16), np.uint8))
+        >>> import geopandas as gpd, numpy as np
+        >>> tif = GeoBox.from_origin(0, 16, 1, (16, 16), "EPSG:32633").write_geotiff(
+        ...     getfixture("tmp_path") / "c.tif", np.ones((3, 16, 16), np.uint8))
         >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([8], [8]), crs="EPSG:32633")
         >>> chips_per_second(PairedChips(tif, pts, chip_size=4), n=8) > 0
         True

@@ -56,18 +56,20 @@ class PointSampler(GeoSampler):
         CRSError: ``points`` has no CRS.
 
     Example:
-        >>> import numpy as np, rasterio
-        >>> from rasterio.transform import from_origin
-        >>> from torchgeo.datasets import RasterDataset
-        >>> tif = str(getfixture("tmp_path") / "s.tif")
-        >>> with rasterio.open(tif, "w", driver="GTiff", width=16, height=16, count=1,
-        ...                    dtype="uint8", crs="EPSG:32633",
-        ...                    transform=from_origin(500000, 4600000, 1, 1)) as dst:
-        ...     dst.write(np.zeros((1, 16, 16), np.uint8))
-        >>> sampler = PointSampler(RasterDataset(tif), [[500008.0, 4599992.0]], chip_size=4)
+        >>> import numpy as np, torchgeo.datasets
+        >>> from geobind.georef import GeoBox
+        >>> tif = str(GeoBox.from_origin(500000, 4600000, 1, (16, 16), "EPSG:32633").write_geotiff(
+        ...     getfixture("tmp_path") / "s.tif", np.zeros((1, 16, 16), np.uint8)))
+        >>> dataset = torchgeo.datasets.RasterDataset(tif)
+        >>> sampler = PointSampler(dataset, [[500008.0, 4599992.0]], chip_size=4)
         >>> x, y, t = next(iter(sampler))
         >>> (x.start, x.stop, x.step), (y.start, y.stop, y.step)
         ((500006.0, 500010.0, 1.0), (4599990.0, 4599994.0, 1.0))
+        >>> sampler.chip_bounds().tolist()  # xmin, ymin, xmax, ymax
+        [[500006.0, 4599990.0, 500010.0, 4599994.0]]
+        >>> x, y, _ = sampler.query(0, offset=(1, -1))  # one pixel east, one south
+        >>> x.start, y.start
+        (500007.0, 4599989.0)
     """
 
     def __init__(
@@ -101,16 +103,7 @@ class PointSampler(GeoSampler):
         Args:
             offsets: ``(N, 2)`` centre offsets in pixels (default: the sampler's own).
 
-        Example:
-            >>> import numpy as np, rasterio
-            >>> from torchgeo.datasets import RasterDataset
-            >>> tif = str(getfixture("tmp_path") / "b.tif")
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1,
-            ...                    dtype="uint8", crs="EPSG:3857",
-            ...                    transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
-            ...     dst.write(np.zeros((1, 8, 8), np.uint8))
-            >>> PointSampler(RasterDataset(tif), [[4.5, 4.5]], chip_size=3).chip_bounds()
-            array([[3., 3., 6., 6.]])
+        Example: see :class:`PointSampler`.
         """
         off = self.offsets if offsets is None else _offsets(offsets, len(self.xy))
         return np.column_stack(chip_bounds(self.xy.T, off.T, self.chip_size, self.res, self.origin))
@@ -118,18 +111,7 @@ class PointSampler(GeoSampler):
     def query(self, i: int, offset: tuple[float, float] | None = None) -> GeoSlice:
         """The query of point ``i``, shifted by ``offset`` pixels ``(dx, dy)`` when given.
 
-        Example:
-            >>> import numpy as np, rasterio
-            >>> from torchgeo.datasets import RasterDataset
-            >>> tif = str(getfixture("tmp_path") / "q.tif")
-            >>> with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1,
-            ...                    dtype="uint8", crs="EPSG:3857",
-            ...                    transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
-            ...     dst.write(np.zeros((1, 8, 8), np.uint8))
-            >>> s = PointSampler(RasterDataset(tif), [[4.0, 4.0]], chip_size=2)
-            >>> x, y, _ = s.query(0, offset=(1, -1))
-            >>> x.start, y.start
-            (4.0, 2.0)
+        Example: see :class:`PointSampler`.
         """
         off = self.offsets[i] if offset is None else offset
         xmin, ymin, xmax, ymax = chip_bounds(
