@@ -251,7 +251,12 @@ class ChipGrid:
                 yield slice(r, min(r + cells, ny)), slice(c, min(c + cells, nx))
 
     def cell_polygons(self, rows: Any, cols: Any) -> np.ndarray:
-        """Boxes of cells ``(rows, cols)``: ``stride × stride`` pixels around each chip centre."""
+        """Boxes of cells ``(rows, cols)``: ``stride × stride`` pixels around each chip centre.
+
+        Example:
+            >>> ChipGrid(8, 8, 4, 2).cell_polygons([0], [1])[0].bounds  # chip 1 centred at x = 4
+            (3.0, 1.0, 5.0, 3.0)
+        """
         return cell_polygons(self.transform, rows, cols)
 
 
@@ -334,7 +339,15 @@ class GeoBox:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> GeoBox:
-        """The GeoBox of a raster file (anything rasterio opens)."""
+        """The GeoBox of a raster file (anything rasterio opens).
+
+        Example:
+            >>> import numpy as np
+            >>> box = GeoBox.from_origin(0, 4, 1, (4, 6), "EPSG:32633")
+            >>> GeoBox.from_path(box.write_geotiff(getfixture("tmp_path") / "p.tif",
+            ...                                    np.zeros((1, 4, 6), np.uint8))).shape
+            (4, 6)
+        """
         import rasterio
 
         with rasterio.open(path) as src:
@@ -517,14 +530,26 @@ class GeoBox:
         )
 
     def inside(self, rows: Any, cols: Any, chip: int) -> np.ndarray:
-        """Whether each chip (upper-left pixels ``rows, cols``) lies wholly on the raster."""
+        """Whether each chip (upper-left pixels ``rows, cols``) lies wholly on the raster.
+
+        Example:
+            >>> GeoBox.from_origin(0, 8, 1, (8, 8)).inside([0, 5, -1], [0, 5, 2], 4).tolist()
+            [True, False, False]
+        """
         rows, cols = np.asarray(rows), np.asarray(cols)
         return (
             (rows >= 0) & (cols >= 0) & (rows + chip <= self.height) & (cols + chip <= self.width)
         )
 
     def to_crs(self, data: Any) -> Any:
-        """Vectors (GeoDataFrame / GeoSeries) in this raster's CRS (see :func:`to_crs`)."""
+        """Vectors (GeoDataFrame / GeoSeries) in this raster's CRS (see :func:`to_crs`).
+
+        Example:
+            >>> import geopandas as gpd, shapely
+            >>> box = GeoBox.from_origin(0, 8, 1, (8, 8), "EPSG:32633")
+            >>> box.to_crs(gpd.GeoSeries([shapely.Point(1, 2)], crs=32633)).crs.to_epsg()
+            32633
+        """
         return to_crs(data, self.crs)
 
     def write_geotiff(

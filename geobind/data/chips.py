@@ -106,6 +106,15 @@ def has_dataset_mask(src: Any) -> bool:
     """Whether a rasterio dataset has an alpha band or an internal (per-dataset) mask.
 
     Nodata-only files need no mask read: :func:`invalid_mask` applies the nodata rule itself.
+
+    Example:
+        >>> import numpy as np, rasterio
+        >>> from geobind.georef import GeoBox
+        >>> tif = GeoBox.from_origin(0, 1, 1, (1, 2)).write_geotiff(
+        ...     getfixture("tmp_path") / "n.tif", np.zeros((3, 1, 2), np.uint8), nodata=0)
+        >>> with rasterio.open(tif) as src:
+        ...     has_dataset_mask(src)
+        False
     """
     from rasterio.enums import MaskFlags
 

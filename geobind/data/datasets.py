@@ -64,7 +64,17 @@ class SceneFile:
 
     @classmethod
     def from_rasterio(cls, src: Any) -> SceneFile:
-        """What an open rasterio dataset says of itself (no checks: see :func:`open_scene`)."""
+        """What an open rasterio dataset says of itself (no checks: see :func:`open_scene`).
+
+        Example:
+            >>> import numpy as np, rasterio
+            >>> tif = GeoBox.from_origin(0, 2, 1, (2, 2), "EPSG:32633").write_geotiff(
+            ...     getfixture("tmp_path") / "f.tif", np.zeros((3, 2, 2), np.uint16), nodata=0)
+            >>> with rasterio.open(tif) as src:
+            ...     scene = SceneFile.from_rasterio(src)
+            >>> scene.count, scene.nodata, scene.dtype.name, scene.masked
+            (3, 0.0, 'uint16', False)
+        """
         nodata = None if src.nodata is None else float(src.nodata)
         return cls(
             src.name,

@@ -175,6 +175,18 @@ def dataset_mask(lay: Layout, rows: slice, cols: slice) -> np.ndarray | None:
 
     The raster must still be on its file's pixel grid (read by rioxarray, maybe sliced); a raster
     that was reprojected or resampled has none (its nodata and NaN still apply).
+
+    Example:
+        >>> import numpy as np, rioxarray
+        >>> rgba = np.full((4, 2, 3), 255, np.uint8)
+        >>> rgba[3, :, 0] = 0  # alpha 0 in column 0
+        >>> tif = GeoBox.from_origin(0, 2, 1, (2, 3), "EPSG:32633").write_geotiff(
+        ...     getfixture("tmp_path") / "a.tif", rgba, photometric="RGB", alpha="YES")
+        >>> raster = rioxarray.open_rasterio(tif)[:, :, 1:]  # sliced: columns 1 and 2
+        >>> dataset_mask(layout(raster), slice(0, 2), slice(0, 2)).tolist()
+        [[255, 255], [255, 255]]
+        >>> dataset_mask(layout(rioxarray.open_rasterio(tif)), slice(0, 1), slice(0, 3)).tolist()
+        [[0, 255, 255]]
     """
     if lay.source is None or not os.path.isfile(lay.source):
         return None
