@@ -5,7 +5,16 @@ architecture is rebuilt from open_clip's ViT-B-32 config and transformers' defau
 download), prints items/s for both and their ratio, measured in the same run. Target: ≥ 0.9 on CPU.
 Inputs look like the synthetic world's: rendered 96 px JPEG photos, caption-like texts, 3 s clips.
 
+With ``--published``, rows for the registry's ViT-B/32 models (``geobind.load("sat2cap")`` …) at
+full size with random weights, written in each published layout into a temporary Hugging Face
+cache and loaded by name (the layout and conversion path, not the weights, is what could cost):
+``embed()`` on raw chips / texts vs the bare open_clip forward (``visual(x)``, ``text(tokens)``)
+of the same tower on prepared tensors, and ``max|d|``, the largest difference between ``embed()``
+and the forward of the library that wrote the file (open_clip from the file; transformers'
+``CLIPVisionModelWithProjection`` for Sat2Cap). Target: ratio ≥ 0.9, ``max|d|`` ≤ 1e-5.
+
     python benchmarks/encoders.py [--archs demo paper] [--n 256] [--threads 2]
+    python benchmarks/encoders.py --archs --published [sat2cap remoteclip-vit-b-32 …] --n 64
 """
 
 from __future__ import annotations
@@ -104,9 +113,134 @@ def bench(arch: str, n: int, batch_size: int) -> list[tuple]:
     return rows
 
 
+PUBLISHED = ["sat2cap", "remoteclip-vit-b-32", "georsclip-vit-b-32", "skyclip-vit-b-32"]
+
+
+def _write_published(home: Path, name: str) -> dict:
+    """Random full-size weights in ``name``'s published layout under ``home`` (an HF_HOME);
+    returns the reference forwards: ``{"sat": fn(x), "text": fn(tokens)}``."""
+    import zipfile
+
+    import open_clip
+    from safetensors.torch import save_file
+    from transformers import (
+        ClapAudioConfig,
+        ClapAudioModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    from geobind.models.published import open_clip_config
+    from geobind.models.registry import get_entry
+
+    def snapshot(repo_id: str) -> Path:
+        repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+        return repo / "snapshots" / ("0" * 40)
+
+    entry = get_entry(name)
+    clip_name = entry["encoders"]["text"]
+    clip_entry = get_entry(clip_name)
+    quick = bool(clip_entry["quick_gelu"])
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(**open_clip_config(clip_entry)).eval()  # as the files hold it
+    source = clip_entry["source"]
+    if source.get("url"):  # SkyCLIP: a zip holding open_clip's training checkpoint
+        file = home / "geobind" / clip_name / "epoch_20.pt"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        state = {f"module.{k}": v for k, v in clip.state_dict().items()}
+        torch.save({"epoch": 20, "name": clip_name, "state_dict": state}, file)
+        with zipfile.ZipFile(file.parent / Path(source["url"]).name, "w") as z:
+            z.write(file, f"{clip_name}/epoch_20.pt")
+    else:
+        file = snapshot(source["hub"]) / source["files"][0]
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if file.suffix == ".safetensors":
+            save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, file)
+        else:
+            torch.save(clip.state_dict(), file)
+    # open_clip itself reading the published file (for the zip: the checkpoint inside it)
+    ref = open_clip.create_model(clip_entry["arch"], pretrained=str(file), force_quick_gelu=quick)
+    refs = {"text": ref.eval().encode_text, "sat": ref.encode_image}
+    if source.get("url"):
+        file.unlink()
+    if entry["encoders"]["sat"] != clip_name:  # Sat2Cap: a transformers CLIP vision model
+        torch.manual_seed(1)
+        hf = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_act="quick_gelu")).eval()
+        hf.save_pretrained(snapshot(get_entry(entry["encoders"]["sat"])["source"]["hub"]))
+        refs["sat"] = lambda x: hf(pixel_values=x).image_embeds
+    if "audio" in entry["encoders"]:
+        tower = ClapAudioModelWithProjection(ClapAudioConfig())
+        tower.save_pretrained(snapshot(get_entry(entry["encoders"]["audio"])["source"]["hub"]))
+    return refs
+
+
+def bench_published(names: list[str], n: int, batch_size: int) -> list[tuple]:
+    import os
+
+    import geobind
+
+    rows = []
+    rng = np.random.default_rng(0)
+    words = ["busy", "highway", "lake", "shore", "dense", "forest", "houses", "with", "cars"]
+    texts = [" ".join(rng.choice(words, 8)) for _ in range(4 * n)]
+    for name in names:
+        with tempfile.TemporaryDirectory() as home:
+            before = {k: os.environ.get(k) for k in ("HF_HOME", "HF_HUB_OFFLINE")}
+            os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1")
+            try:
+                refs = _write_published(Path(home), name)
+                t0 = time.perf_counter()
+                model = geobind.load(name, device="cpu")
+                load_s = time.perf_counter() - t0
+            finally:
+                for k, v in before.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        sat, text = model["sat"], model["text"]
+        text.cache_batch = 0  # time the tower, not the query cache
+        size = sat.image_size
+        chips = rng.integers(0, 255, (n, 3, size, size), dtype=np.uint8)
+        cases = {
+            "sat": (sat, list(chips), sat.visual),
+            "text": (text, texts, text.text),  # open_clip's own forward: all 77 positions
+        }
+        for modality, (enc, items, tower) in cases.items():
+            prepared = [
+                enc.prepare(items[i : i + batch_size]) for i in range(0, len(items), batch_size)
+            ]
+
+            def bare(tower=tower, prepared=prepared):
+                with torch.inference_mode():
+                    for x in prepared:
+                        tower(x)
+
+            def pipeline(enc=enc, items=items):
+                enc.embed(items, batch_size=batch_size)
+
+            r_bare, r_pipe = _rates(bare, pipeline, len(items))
+            with torch.inference_mode():
+                x = prepared[0]
+                got = enc.embed(items[: len(x)], batch_size=batch_size)
+                want = torch.nn.functional.normalize(refs[modality](x).float(), dim=-1)
+            diff = float((got - want).abs().max())
+            rows.append((name, modality, len(items), r_pipe, r_bare, r_pipe / r_bare, diff, load_s))
+        del model
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["demo", "paper"])
+    parser.add_argument("--archs", nargs="*", default=["demo", "paper"])
+    parser.add_argument(
+        "--published",
+        nargs="*",
+        default=None,
+        help=f"registry models to measure (no names: {' '.join(PUBLISHED)})",
+    )
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -119,6 +253,16 @@ def main() -> None:
         n = args.n if arch != "paper" else max(32, args.n // 4)
         for row in bench(arch, n, args.batch_size):
             print(f"{row[0]:<7}{row[1]:<9}{row[2]:>6}{row[3]:>10.1f}{row[4]:>10.1f}{row[5]:>7.2f}")
+    if args.published is not None:
+        names = args.published or PUBLISHED
+        n = max(16, args.n // 4)
+        print(f"\n{'published model':<21}{'modality':<9}{'items':>6}{'embed/s':>10}", end="")
+        print(f"{'bare/s':>10}{'ratio':>7}{'max|d|':>9}{'load s':>8}")
+        for row in bench_published(names, n, args.batch_size):
+            print(
+                f"{row[0]:<21}{row[1]:<9}{row[2]:>6}{row[3]:>10.1f}{row[4]:>10.1f}{row[5]:>7.2f}"
+                f"{row[6]:>9.1e}{row[7]:>8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ on a synthetic world and trains as the demo's stage 1 does (its patch dropout an
 defaults below), and measures, in one run: loader throughput (chips/s through the real dataset and a
 DataLoader), the chips/s one training step of the satellite encoder consumes (forward + InfoNCE +
 backward + AdamW), their ratio (target ≥ 5×), and one step's time split into data / forward /
-backward+optimizer.
+backward+optimizer. The same loader rates for the world exported as pair datasets (the
+hub's parquet layout and WebDataset shards, each shuffled by row group / shard as training does).
 
     python benchmarks/training.py --world WORLD [--preset demo] [--batch-size 64] [--steps 20]
 """
@@ -62,9 +63,11 @@ def main() -> None:
     )
     n = min(len(ds), 1024)
     loader_rates = {
-        w: chips_per_second(ds, n=n, batch_size=args.batch_size, num_workers=w)
+        f"scenes, {w} worker(s)": chips_per_second(ds, n=n, batch_size=args.batch_size,
+                                                   num_workers=w)
         for w in args.workers
-    }
+    }  # fmt: skip
+    loader_rates.update(_pair_rates(world, model, args))
 
     sat = model["sat"].train()
     loss_fn = InfoNCE()
@@ -102,15 +105,46 @@ def main() -> None:
         f"gain/haze jitter {args.gain_jitter}/{args.haze_jitter}"
     )
     print(f"training step (forward + backward + AdamW): {demand:.0f} chips/s")
-    for w, rate in loader_rates.items():
-        print(
-            f"loader, {w} worker(s): {rate:.0f} chips/s  ->  {rate / demand:.1f}x the step's demand"
-        )
+    for what, rate in loader_rates.items():
+        print(f"loader, {what}: {rate:.0f} chips/s  ->  {rate / demand:.1f}x the step's demand")
     total = t_data + t_fwd + t_bwd
     print(
         f"step split: data {100 * t_data / total:.0f}%  forward {100 * t_fwd / total:.0f}%  "
         f"backward+optimizer {100 * t_bwd / total:.0f}%  ({1000 * total / args.steps:.0f} ms/step)"
     )
+
+
+def _pair_rates(world, model, args) -> dict[str, float]:
+    """Loader chips/s over the world exported as pairs (parquet and WebDataset), shuffled by
+    row group / shard as training shuffles them."""
+    from geobind.data.pairs import PairChips, PairSampler, open_pairs
+    from geobind.synth import export_pairs
+
+    sat, sat_cfg = model["sat"], model.config["sat"]
+    side = 2 * sat_cfg["chip_size"]  # twice the footprint: a crop, as real tiles need
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for layout, kind in (("soundingearth-hub", "audio"), ("webdataset", "ground")):
+            out = export_pairs(world, f"{tmp}/{layout}", layout=layout, kind=kind, size=side)
+            pairs = open_pairs(out, gsd=sat_cfg["gsd"])
+            chips = PairChips(
+                pairs,
+                chip_size=sat_cfg["chip_size"],
+                model_gsd=sat_cfg["gsd"],
+                out_size=sat.image_size,
+                augment=True,
+                gain_jitter=args.gain_jitter,
+                haze_jitter=args.haze_jitter,
+            )
+            for w in args.workers:
+                loader = DataLoader(chips, batch_size=args.batch_size, num_workers=w,
+                                    sampler=PairSampler(pairs, shuffle=True))  # fmt: skip
+                start = time.perf_counter()
+                read = sum(len(b["image"]) for b in loader)
+                rates[f"pairs {layout} ({len(pairs)} samples), {w} worker(s)"] = read / (
+                    time.perf_counter() - start
+                )
+    return rates
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 when a feature that needs them is first used.
 
 The functions that embed and query rasters, grids, Zarr stores and GeoDataFrames
-(``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``) live in
+(``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``, ``explore``) live in
 :mod:`geobind.inference.api`; the ``.geobind`` accessors wrap them.
 
 Example:
@@ -24,13 +24,16 @@ __all__ = [
     "GeoBindError",
     "GeoBindWarning",
     "__version__",
+    "build_index",
     "classify",
     "embed",
     "embed_to_zarr",
+    "explore",
     "generate_world",
     "list_models",
     "load",
     "plot",
+    "search",
     "similarity",
     "top_k",
     "use_model",
@@ -49,6 +52,9 @@ _LAZY = {
     "top_k": "geobind.inference.api",
     "classify": "geobind.inference.api",
     "plot": "geobind.inference.api",
+    "explore": "geobind.inference.api",
+    "build_index": "geobind.inference.index",
+    "search": "geobind.inference.search",
 }
 
 

@@ -109,6 +109,68 @@ def convert_clap(
     )
 
 
+# Published models (geobind.models.registry): `geobind models` lists, `geobind pull` fetches.
+
+
+def _first_sentence(text: str, width: int = 64) -> str:
+    """The first sentence of ``text``, cut to ``width`` characters.
+
+    Example:
+        >>> _first_sentence("Sat2Cap (EarthVision 2024): a tower. More.")
+        'Sat2Cap (EarthVision 2024): a tower.'
+    """
+    head = text.split(". ")[0].rstrip(".") + "."
+    return head if len(head) <= width else head[: width - 1] + "…"
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the models geobind.load takes (presets, published models) and the registry's towers,
+    with what the local Hugging Face cache holds of each."""
+    from geobind.models.presets import list_presets
+    from geobind.models.pretrained import hub_cache_dir
+    from geobind.models.registry import list_registered, model_status
+
+    names = [*list_presets(), *list_registered(loadable=True), *list_registered(loadable=False)]
+    typer.echo(f"{'name':<22} {'kind':<6} {'status':<8} {'size':>8}  description")
+    for status in map(model_status, names):
+        typer.echo(
+            f"{status.name:<22} {status.kind:<6} {status.state:<8} {status.size:>8}  "
+            f"{_first_sentence(status.description)}"
+        )
+    typer.echo(
+        f"cache: {hub_cache_dir().parent} (HF_HOME). `geobind pull NAME` fetches a missing model "
+        "on a machine with internet"
+    )
+
+
+@app.command("pull")
+def pull_cmd(
+    name: Annotated[str, typer.Argument(help="A published model or tower (`geobind models`).")],
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to",
+            help="Fill this folder instead of the local cache: copy it to the offline machine "
+            "and set HF_HOME to it.",
+        ),
+    ] = None,
+) -> None:
+    """Download a published model's files into the Hugging Face cache (or --to DIR), on a
+    machine with internet; offline machines then load it by name."""
+    from geobind.models.registry import model_status, pull
+
+    pull(name, to=to, progress=typer.echo)
+    if to is None:
+        size = model_status(name).size
+        typer.echo(f"{name}: cached ({size}); load it with geobind.load({name!r})")
+    else:
+        typer.echo(
+            f"{name}: files in {to}; copy that folder to the offline machine, set HF_HOME to it "
+            f"there, and load with geobind.load({name!r})"
+        )
+
+
 def _read_config(ctx: typer.Context, param: object, value: Path | None) -> Path | None:
     """Eager ``--config``: a YAML/TOML file whose keys become the defaults of the other options."""
     if value is None:
@@ -140,14 +202,17 @@ def _train(stage: str, options: dict) -> None:
     from geobind.training.config import TrainConfig
 
     options.pop("config", None)
+    verbose = options.pop("verbose", False)
     cfg = TrainConfig.from_mapping(options)
     from geobind.training import stages
+    from geobind.training.progress import lightning_messages
 
-    run = {"stage1": stages.train_stage1, "stage2": stages.train_stage2}.get(
-        stage, stages.pretrain_clip
-    )
     start = time.perf_counter()
-    folder = run(cfg)
+    with lightning_messages(verbose=verbose):
+        if stage == "pretrain-clip":
+            folder = stages.pretrain_clip(cfg)
+        else:
+            folder = stages.train_stage(stage, cfg)
     import json
 
     meta = json.loads((folder / "geobind.json").read_text())
@@ -168,26 +233,67 @@ def _train(stage: str, options: dict) -> None:
         typer.echo(f"  note: {record['note']}")
 
 
+_VERBOSE_HELP = "Show Lightning's own messages (devices, checkpoints, stopping) and its warnings."
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Argument(help="Model folder or preset.")],
-    data: Annotated[Path, typer.Option("--data", help="Synthetic world folder.")],
-    split: Annotated[str, typer.Option(help="Manifest split to evaluate.")] = "test",
+    data: Annotated[
+        Path | None, typer.Option("--data", "--world", help="Synthetic world folder.")
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="A pair dataset (as for `geobind train --pairs`).")
+    ] = None,
+    pairs_format: Annotated[str | None, typer.Option(help="Force the pair layout.")] = None,
+    pairs_gsd: Annotated[
+        float | None, typer.Option(help="Ground metres per pixel of the overhead images.")
+    ] = None,
+    scenes: Annotated[
+        list[Path] | None, typer.Option("--scenes", help="GeoTIFF scene (repeat for several).")
+    ] = None,
+    ground_manifest: Annotated[
+        Path | None, typer.Option(help="Photo manifest for --scenes (split column).")
+    ] = None,
+    audio_manifest: Annotated[
+        Path | None, typer.Option(help="Audio manifest for --scenes (split column).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size for embedding.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Retrieval R@k and median rank, zero-shot land cover and emergent links, with baselines."""
+    """The paper's protocol on a world, a pair dataset or scenes + manifests: retrieval R@k,
+    median rank and gallery size in both directions, beside random and untrained baselines
+    (and zero-shot land cover and emergent links on a world)."""
     import json
 
     from geobind.training.evaluate import evaluate, format_metrics
 
-    metrics = evaluate(model, data, split=split, batch_size=batch_size, progress=progress)
+    metrics = evaluate(
+        model,
+        data,
+        pairs=pairs,
+        pairs_format=pairs_format,
+        pairs_gsd=pairs_gsd,
+        scenes=scenes or (),
+        ground_manifest=ground_manifest,
+        audio_manifest=audio_manifest,
+        split=split,
+        batch_size=batch_size,
+        progress=progress,
+    )
     typer.echo(format_metrics(metrics))
     target = out or (Path(model) / f"eval-{split}.json" if Path(model).is_dir() else None)
     if target is not None:
         target.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
         typer.echo(f"metrics written to {target}")
+
+
+def _stages() -> list:
+    from geobind.training.registry import list_stages
+
+    return list_stages()
 
 
 def _train_signature(with_stage: bool):
@@ -203,6 +309,11 @@ def _train_signature(with_stage: bool):
         "world": "Synthetic world folder (sets --scenes and --manifest).",
         "scenes": "GeoTIFF scene (repeat for several).",
         "manifest": "Point manifest (GeoParquet, GeoPackage, CSV lon/lat) with a split column.",
+        "pairs": "A pair dataset instead: SoundingEarth (hub parquet or metadata.csv), WebDataset "
+        ".tar shards, or a pairs manifest (sat_path, path, split, lon/lat).",
+        "pairs_format": "Force the pair layout: soundingearth-hub, soundingearth, webdataset, "
+        "manifest.",
+        "pairs_gsd": "Ground metres per pixel of the pair dataset's overhead images.",
         "max_minutes": "Wall-clock budget for fitting.",
         "resume": "Continue from OUT.train/checkpoints/last.ckpt.",
         "overwrite": "Replace an existing OUT.",
@@ -222,7 +333,12 @@ def _train_signature(with_stage: bool):
                 "stage",
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 annotation=Annotated[
-                    str, typer.Argument(help="stage1 (sat ← ground) or stage2 (audio ← sat).")
+                    str,
+                    typer.Argument(
+                        help="A registered stage: "
+                        + ", ".join(f"{st.name} ({st.trained} ← {st.anchor})" for st in _stages())
+                        + "."
+                    ),
                 ],
             )
         )
@@ -253,24 +369,26 @@ def _train_signature(with_stage: bool):
         params.append(
             inspect.Parameter(f.name, kw, default=default, annotation=Annotated[kind, opt])
         )
+    verbose = typer.Option("--verbose", help=_VERBOSE_HELP)
+    params.append(
+        inspect.Parameter("verbose", kw, default=False, annotation=Annotated[bool, verbose])
+    )
     return inspect.Signature(params)
 
 
 def _register_training_commands() -> None:
-    def train(stage: str, **options) -> None:
-        from geobind.errors import InputDataError
+    from geobind.training.registry import get_stage, list_stages
 
-        if stage not in ("stage1", "stage2"):
-            raise InputDataError(f"unknown stage {stage!r}; use stage1 or stage2")
+    def train(stage: str, **options) -> None:
+        get_stage(stage)  # an unknown stage: the registered ones in the message
         _train(stage, options)
 
     def pretrain_clip(**options) -> None:
         _train("pretrain-clip", options)
 
     train.__signature__ = _train_signature(with_stage=True)
-    train.__doc__ = (
-        "Train a binding stage and write a model folder: stage1 binds the satellite encoder to "
-        "frozen CLIP photo embeddings, stage2 binds the audio encoder to the frozen satellite one."
+    train.__doc__ = "Train a binding stage and write a model folder. Registered stages:\n\n" + (
+        "\n\n".join(f"{st.name}: {st.summary or st.loss}" for st in list_stages())
     )
     pretrain_clip.__signature__ = _train_signature(with_stage=False)
     pretrain_clip.__doc__ = (
@@ -393,7 +511,8 @@ def query(
         typer.Option(
             "--out",
             "-o",
-            help="map.tif (a Cloud-Optimised GeoTIFF), map.png, or hits.geojson/.parquet.",
+            help="map.tif (a Cloud-Optimised GeoTIFF), map.png, map.html (an interactive map), "
+            "or hits.geojson/.parquet.",
         ),
     ],
     model: Annotated[
@@ -403,9 +522,17 @@ def query(
         list[str] | None, typer.Option(help="Scene group(s) to query (default: all).")
     ] = None,
     top_k: Annotated[
-        int | None, typer.Option(help="Best cells to write (default 10 for vector outputs).", min=1)
+        int | None,
+        typer.Option(help="Best cells to write (default 10 for vector and .html outputs).", min=1),
     ] = None,
     png: Annotated[bool, typer.Option("--png", help="Also render a PNG next to a .tif.")] = False,
+    tiles: Annotated[
+        str,
+        typer.Option(
+            help="Base map of a .html page (OpenStreetMap, 'CartoDB positron', an xyz URL), or "
+            "none: the page then works offline."
+        ),
+    ] = "OpenStreetMap",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Score a stored grid against a text, audio or photo query, chunk by chunk."""
@@ -413,11 +540,156 @@ def query(
 
     start = time.perf_counter()
     written = query_store(
-        store, text, out, model=model, groups=group, top_k=top_k, png=png, progress=progress
+        store,
+        text,
+        out,
+        model=model,
+        groups=group,
+        top_k=top_k,
+        png=png,
+        tiles=None if tiles.lower() == "none" else tiles,
+        progress=progress,
     )
     typer.echo(f"query {text!r} over {store} in {time.perf_counter() - start:.1f} s:")
     for path in written:
         typer.echo(f"  {path}")
+
+
+# Search over whole stores: `geobind index` (geobind.inference.index), `geobind search`.
+
+
+@app.command("index")
+def index_cmd(
+    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build anew (other settings, a damaged index).")
+    ] = False,
+    kind: Annotated[
+        str, typer.Option(help="auto, flat (exact, small stores) or ivfpq (IVF-PQ + re-ranking).")
+    ] = "auto",
+    nlist: Annotated[
+        int | None, typer.Option(help="Inverted lists (default: sized from the cells).")
+    ] = None,
+    pq: Annotated[
+        int | None, typer.Option(help="Bytes per product-quantised code (default: dim / 4).")
+    ] = None,
+    nprobe: Annotated[int | None, typer.Option(help="Lists a search scans by default.")] = None,
+    rerank: Annotated[
+        int | None, typer.Option(help="Candidates re-ranked exactly per result (0: none).")
+    ] = None,
+    train: Annotated[
+        int | None, typer.Option(help="Vectors sampled to train the index.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build a store's search index (kept in STORE/_index), or add the groups written since."""
+    from geobind.inference.index import build_index
+
+    summary = build_index(
+        store,
+        kind=kind,
+        nlist=nlist,
+        pq=pq,
+        nprobe=nprobe,
+        rerank=rerank,
+        train=train,
+        rebuild=rebuild,
+        progress=progress,
+    )
+    typer.echo(str(summary))
+
+
+def _search_query(text: str, row: int | None):
+    """A `geobind search` QUERY: a vector file's geometries (or one ``row``), a ``.npy``
+    embedding, else what :func:`geobind.search` reads (text, an audio or photo file)."""
+    from geobind.errors import InputDataError
+    from geobind.inference.search import GEOMETRY_SUFFIXES
+
+    suffix = Path(text).suffix.lower()
+    if suffix == ".npy":
+        import numpy as np
+
+        if not Path(text).is_file():
+            raise InputDataError(f"query file {text} does not exist")
+        return np.load(text, allow_pickle=False)
+    if suffix in GEOMETRY_SUFFIXES and row is not None:
+        import geopandas as gpd
+
+        if not Path(text).is_file():
+            raise InputDataError(f"query file {text} does not exist")
+        frame = gpd.read_file(text)
+        if not 0 <= row < len(frame):
+            raise InputDataError(f"--row {row} is not a row of {text} (it has {len(frame)})")
+        return frame.iloc[[row]]
+    if row is not None:
+        raise InputDataError("--row picks a row of a vector-file query (.geojson, .gpkg …)")
+    return text
+
+
+@app.command("search")
+def search_cmd(
+    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    text: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERY",
+            help="Text; an audio (.wav …) or photo (.jpg …) file; an embedding (.npy); or a "
+            "vector file (.geojson, .gpkg, .parquet): places like its geometries.",
+        ),
+    ],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many cells.")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the hits: hits.parquet, .geojson or .gpkg."),
+    ] = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Score every cell instead of using the index.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Model (default: the one the store was written with).")
+    ] = None,
+    row: Annotated[
+        int | None, typer.Option(help="With a vector-file QUERY: only this row (0-based).")
+    ] = None,
+    nprobe: Annotated[
+        int | None, typer.Option(help="Inverted lists to scan (default: the index's).")
+    ] = None,
+    rerank: Annotated[
+        int | None, typer.Option(help="Candidates re-ranked per result (default: the index's).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the --exact scan's progress.")] = True,
+) -> None:
+    """Find the cells of a whole store most like a query: polygons in EPSG:4326, best first."""
+    from geobind.inference.search import search
+
+    hits = search(
+        store,
+        _search_query(text, row),
+        k,
+        exact=exact,
+        model=model,
+        nprobe=nprobe,
+        rerank=rerank,
+        out=out,
+        progress=progress,
+    )
+    how = "exact scan" if exact else "index"
+    typer.echo(
+        f"search {hits.attrs['query']!r} over {store} ({how}): {len(hits)} cells in "
+        f"{hits.attrs['seconds']:.2f} s"
+    )
+    centre = hits.geometry.representative_point()
+    typer.echo(f"  {'rank':>4} {'score':>7}  {'group':<12} {'row':>6} {'col':>6}  lon, lat")
+    for i in range(min(len(hits), 10)):
+        h = hits.iloc[i]
+        typer.echo(
+            f"  {h['rank']:>4} {h['score']:>7.4f}  {h['group']:<12} {h['row']:>6} {h['col']:>6}"
+            f"  {centre.iloc[i].x:.5f}, {centre.iloc[i].y:.5f}"
+        )
+    if len(hits) > 10:
+        typer.echo(f"  … {len(hits) - 10} more")
+    if out is not None:
+        typer.echo(f"hits written to {out}")
 
 
 @app.command()
@@ -430,18 +702,31 @@ def demo(
     ),
     fresh: Annotated[bool, typer.Option("--fresh", help="Recompute every step.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the world and the training.")] = 0,
-    progress: Annotated[bool, typer.Option(help="Show progress bars inside steps.")] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show progress bars inside the other steps (each training stage shows one)."
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Run GeoBind end to end on the synthetic world: train, evaluate, embed and map queries.
 
     Generates the world, pretrains the CLIP stand-in, trains stage 1 and stage 2, evaluates with
     baselines, embeds the held-out scene into Zarr and maps text and audio queries over it
-    (PNG + COG, with each map's AUROC against the land-cover truth). Finished steps are reused.
+    (PNG + COG + an interactive page, with each map's AUROC against the land-cover truth), and
+    writes report.html. Finished steps are reused.
     """
     from geobind.demo import run_demo, summary
 
     result = run_demo(
-        out, preset=preset, fresh=fresh, seed=seed, progress=progress, echo=typer.echo
+        out,
+        preset=preset,
+        fresh=fresh,
+        seed=seed,
+        progress=progress,
+        verbose=verbose,
+        echo=typer.echo,
     )
     typer.echo(summary(result))
 

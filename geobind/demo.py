@@ -11,15 +11,19 @@ recomputes everything:
 4. ``stage2``: bind the audio encoder to the frozen satellite encoder.
 5. ``eval``: retrieval, zero-shot and emergent-link metrics with baselines (held-out points).
 6. ``embed``: embed the held-out scene into a Zarr store.
-7. ``maps``: text and audio queries over the store: PNG maps, COGs, and the AUROC of each map
-   against the land-cover truth of the query's class.
+7. ``maps``: text and audio queries over the store: PNG maps, COGs, the AUROC of each map
+   against the land-cover truth of the query's class, and ``maps/explore.html``, the interactive
+   map of every query (:func:`geobind.explore`'s page; it works offline).
+
+Then ``report.html`` gathers the metrics with their baselines, the maps, the time per step and
+what to run next (:mod:`geobind.report`). Each training stage shows one progress bar (epoch,
+loss, validation R@10); Lightning's own messages show only with ``verbose``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import shutil
 import time
@@ -99,6 +103,11 @@ class DemoResult:
     queries: list[dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
+    #: seconds each step took when it was last computed (a reused step's earlier run)
+    recorded_seconds: dict[str, float] = field(default_factory=dict)
+    preset: str | None = None
+    explore: Path | None = None
+    report: Path | None = None
 
 
 def _key(*parts: Any) -> str:
@@ -145,35 +154,40 @@ def run_demo(
     fresh: bool = False,
     seed: int = 0,
     progress: bool = False,
+    verbose: bool = False,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo chain into ``out`` (see the module docstring); returns what it produced.
 
+    Args:
+        out: the folder for everything the demo makes.
+        preset: ``demo`` or ``tiny`` (see :data:`DEMO_PRESETS`).
+        fresh: recompute every step.
+        seed: seed for the world and the training.
+        progress: progress bars inside the steps other than training (each training stage
+            shows its own bar).
+        verbose: show Lightning's own messages and warnings.
+        echo: where step lines go.
+
     Example:
         >>> result = run_demo(getfixture("tmp_path") / "demo", preset="tiny", echo=lambda s: None)
-        >>> [q["kind"] for q in result.queries], result.store.name
-        (['text', 'text', 'text', 'audio'], 'scene.zarr')
+        >>> [q["kind"] for q in result.queries], result.store.name, result.report.name
+        (['text', 'text', 'text', 'audio'], 'scene.zarr', 'report.html')
     """
     import warnings
 
     from geobind.errors import CRSMismatchWarning
+    from geobind.training.progress import lightning_messages
 
-    quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [q.level for q in quiet]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), lightning_messages(verbose=verbose):
         # the world's manifests are EPSG:4326 and its scenes UTM by design: no news to the user
         warnings.simplefilter("ignore", CRSMismatchWarning)
-        warnings.filterwarnings("ignore", module=r"lightning(\..*)?$")  # advice on workers
-        for q in quiet:  # "GPU available: False", tips: the demo prints its own steps
-            q.setLevel(logging.WARNING)
-        try:
-            return _run(out, preset, fresh, seed, progress, echo)
-        finally:
-            for q, level in zip(quiet, levels, strict=True):
-                q.setLevel(level)
+        return _run(out, preset, fresh, seed, progress, verbose, echo)
 
 
-def _run(out, preset: str, fresh: bool, seed: int, progress: bool, echo) -> DemoResult:
+def _run(
+    out, preset: str, fresh: bool, seed: int, progress: bool, verbose: bool, echo
+) -> DemoResult:
     import warnings
 
     if preset not in DEMO_PRESETS:
@@ -207,9 +221,11 @@ def _run(out, preset: str, fresh: bool, seed: int, progress: bool, echo) -> Demo
         from geobind.training.stages import pretrain_clip, train_stage1, train_stage2
 
         fn = {"clip": pretrain_clip, "stage1": train_stage1, "stage2": train_stage2}[stage]
-        options = {"seed": seed, "progress": progress, "overwrite": True, **cfg[stage]}
+        # one bar per stage (epoch, loss, val R@10), whatever `progress` says about other steps
+        options = {"seed": seed, "progress": True, "overwrite": True, **cfg[stage]}
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Lightning's advice on workers and logging
+            if not verbose:
+                warnings.simplefilter("ignore")  # Lightning's advice on workers and logging
             fn(TrainConfig(model=str(source), world=str(world.root), out=str(target), **options))
         shutil.rmtree(target.with_name(target.name + ".train"), ignore_errors=True)
 
@@ -250,13 +266,16 @@ def _run(out, preset: str, fresh: bool, seed: int, progress: bool, echo) -> Demo
     steps.run("embed", embed_key, [paths["store"]], embed)
 
     queries_file = paths["maps"] / "queries.json"
+    explore = paths["maps"] / "explore.html"
     steps.run(
         "maps",
         _key("maps", cfg["queries"], embed_key),
-        [paths["maps"]],
+        [paths["maps"], queries_file, explore],
         lambda: _maps(paths, world, scene, cfg["queries"], queries_file),
     )
-    return DemoResult(
+    from geobind.report import write_report
+
+    result = DemoResult(
         out=out,
         model=paths["model"],
         store=paths["store"],
@@ -265,7 +284,12 @@ def _run(out, preset: str, fresh: bool, seed: int, progress: bool, echo) -> Demo
         queries=json.loads(queries_file.read_text()),
         seconds=steps.seconds,
         reused=steps.reused,
+        recorded_seconds={k: v.get("seconds") for k, v in steps.done.items()},
+        preset=preset,
+        explore=explore,
     )
+    result.report = write_report(result)
+    return result
 
 
 def _audio_query(world: Any, scene: str) -> tuple[Path, str]:
@@ -283,13 +307,17 @@ def _audio_query(world: Any, scene: str) -> tuple[Path, str]:
 
 
 def _maps(paths: dict[str, Path], world: Any, scene: dict, queries: dict, record: Path) -> None:
-    """Similarity maps over the store: PNG (over the scene) and COG, and AUROC vs the truth."""
+    """Similarity maps over the store: PNG (over the scene) and COG, and AUROC vs the truth;
+    every map as a layer of one interactive page (offline: no base map)."""
     import matplotlib.pyplot as plt
     import numpy as np
     import rioxarray
     import xarray as xr
 
     from geobind.inference.context import resolve_model
+    from geobind.inference.outputs import write_html
+    from geobind.inference.raster import top_k
+    from geobind.inference.webmap import MapLayer, scene_rgb
     from geobind.training.metrics import auroc
 
     paths["maps"].mkdir(parents=True, exist_ok=True)
@@ -306,7 +334,7 @@ def _maps(paths: dict[str, Path], world: Any, scene: dict, queries: dict, record
     wanted = [(q, cls, q) for q, cls in queries.items()] + [
         (clip, clip_class, f"audio {clip.name}")
     ]
-    results = []
+    results, layers = [], []
     for query, cls, label in wanted:
         sim = raster.geobind.similarity(query, model=model, grid=grid)
         sim = sim.compute() if sim.chunks else sim
@@ -314,6 +342,8 @@ def _maps(paths: dict[str, Path], world: Any, scene: dict, queries: dict, record
         sim.rio.to_raster(paths["maps"] / f"{slug}.tif", driver="COG")
         fig = raster.geobind.plot(query, model=model, grid=grid)
         score = auroc(sim.values.ravel(), (cell_truth == ids[cls]).ravel())
+        best = top_k(sim, 10, sim.rio.transform(recalc=True), sim.rio.crs)
+        layers.append(MapLayer.from_dataarray(f"{label} (AUROC {score:.3f})", sim, best))
         fig.axes[0].set_title(f"{label}\nAUROC vs {cls} truth: {score:.3f}")
         fig.savefig(paths["maps"] / f"{slug}.png", dpi=110)
         plt.close(fig)
@@ -327,6 +357,8 @@ def _maps(paths: dict[str, Path], world: Any, scene: dict, queries: dict, record
                 "cog": str(paths["maps"] / f"{slug}.tif"),
             }
         )
+    bands = model.config["sat"].get("bands", [1, 2, 3])
+    write_html(paths["maps"] / "explore.html", layers, rgb=scene_rgb(raster, bands), tiles=None)
     record.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -339,11 +371,13 @@ def summary(result: DemoResult) -> str:
         True
     """
     lines = [f"geobind demo: outputs in {result.out}/"]
+    if result.report is not None:
+        lines.append(f"  report      {result.report}  (open it in a browser)")
     lines += [
         f"  model       {result.model}  (stage 1 + stage 2 on the CLIP stand-in)",
         f"  metrics     {result.out / 'eval.json'}",
         f"  embeddings  {result.store}  (held-out scene {result.scene!r})",
-        f"  maps        {result.out / 'maps'}/*.png, *.tif",
+        f"  maps        {result.out / 'maps'}/*.png, *.tif, explore.html (interactive)",
     ]
     m = result.metrics
     headline = []
@@ -371,6 +405,7 @@ def summary(result: DemoResult) -> str:
         f"steps: {timing}" + (f"  (reused: {', '.join(result.reused)})" if result.reused else ""),
         "next:",
         "  jupyter lab examples/quickstart.ipynb",
+        f'  geobind query {result.store} "a sandy beach" -o beach.html --tiles none',
         f'  geobind query {result.store} "a sandy beach" -o beach.tif --png',
         f"  geobind embed YOUR.tif -o yours.zarr --model {result.model}",
     ]

@@ -23,13 +23,17 @@ __all__ = [
     "CRSMismatchWarning",
     "GeoBindError",
     "GeoBindWarning",
+    "IndexMismatchError",
+    "IndexNotFoundError",
     "InputDataError",
     "MissingDependencyError",
     "ModelFileError",
     "ModelMismatchError",
     "OutputExistsError",
+    "SearchIndexError",
     "StoreError",
     "StoreLockedError",
+    "UntrainedLinkWarning",
     "UntrustedPickleError",
     "WeightsNotFoundError",
 ]
@@ -147,9 +151,34 @@ class StoreLockedError(StoreError):
     """Another live process is writing to the store."""
 
 
+class SearchIndexError(GeoBindError, ValueError):
+    """A store's search index (``STORE/_index``) cannot be used: damaged, or (subclasses) missing
+    or out of date. The message names the command that builds or rebuilds it; the store itself
+    is never touched."""
+
+
+class IndexNotFoundError(SearchIndexError, FileNotFoundError):
+    """The store has no search index yet (``geobind index STORE`` builds one)."""
+
+
+class IndexMismatchError(SearchIndexError):
+    """The search index no longer matches its store: it was built for another satellite
+    encoder, or groups were written since (``geobind index STORE`` adds them)."""
+
+
 class GeoBindWarning(UserWarning):
     """Something the user may want to know about but can live with."""
 
 
 class CRSMismatchWarning(GeoBindWarning):
     """Data in one CRS was reprojected to another (e.g. points to a raster's CRS) to be used."""
+
+
+class UntrainedLinkWarning(GeoBindWarning):
+    """A query crosses a link between modalities that no training bound (e.g. audio queries over
+    satellite embeddings of a model whose audio projection is still untrained).
+
+    Models loaded from the registry record which links their weights were trained for
+    (:attr:`GeoBind.trained_links <geobind.models.GeoBind.trained_links>`); scores over any other
+    link are not meaningful yet. Warned once per encoder.
+    """

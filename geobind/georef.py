@@ -51,6 +51,7 @@ __all__ = [
     "cell_polygons",
     "chip_origins",
     "crs_name",
+    "footprint_pixels",
     "to_crs",
 ]
 
@@ -142,6 +143,39 @@ def chip_origins(x: Any, y: Any, transform: Affine, chip: int) -> tuple[np.ndarr
         np.floor(np.asarray(row) - half + 0.5 + _TIE).astype(np.int64),
         np.floor(np.asarray(col) - half + 0.5 + _TIE).astype(np.int64),
     )
+
+
+def footprint_pixels(chip_size: int, model_gsd: float | None, gsd: float | None) -> int:
+    """Pixels of an image at ``gsd`` ground metres that cover a model's chip footprint
+    (``chip_size`` pixels at ``model_gsd`` metres): the rule GeoTIFF chips and pair datasets'
+    overhead images share.
+
+    Within :data:`SAME_GSD` of the model's resolution (or with either unknown) the chip is
+    ``chip_size`` pixels; otherwise ``round(chip_size · model_gsd / gsd)``.
+
+    Raises:
+        InputDataError: ``gsd`` is not a positive number, or the chip would cover less than 2
+            pixels.
+
+    Example:
+        >>> footprint_pixels(64, 1.0, 0.5), footprint_pixels(64, 1.0, 1.0008), footprint_pixels(
+        ...     64, None, 30.0)
+        (128, 64, 64)
+    """
+    if not model_gsd or gsd is None:
+        return int(chip_size)
+    if not (gsd > 0 and math.isfinite(gsd)):
+        raise InputDataError(f"gsd must be positive metres per pixel; got {gsd!r}")
+    if abs(gsd / model_gsd - 1) <= SAME_GSD:
+        return int(chip_size)
+    chip = round(chip_size * model_gsd / gsd)
+    if chip < 2:
+        raise InputDataError(
+            f"a {chip_size}-pixel chip at the model's {model_gsd:g} m covers less than 2 "
+            f"pixels of this {gsd:g} m image; pass chip_size=<pixels> to choose the chip size "
+            "in image pixels"
+        )
+    return chip
 
 
 def cell_polygons(transform: Affine, rows: Any, cols: Any) -> np.ndarray:
@@ -485,18 +519,7 @@ class GeoBox:
                     "chip_size=<pixels>"
                 )
             gsd = self.gsd
-        if not (gsd and gsd > 0 and math.isfinite(gsd)):
-            raise InputDataError(f"gsd must be positive metres per pixel; got {gsd!r}")
-        if abs(gsd / model_gsd - 1) <= SAME_GSD:
-            return int(chip_size)
-        chip = round(chip_size * model_gsd / gsd)
-        if chip < 2:
-            raise InputDataError(
-                f"a {chip_size}-pixel chip at the model's {model_gsd:g} m covers less than 2 "
-                f"pixels of this {gsd:g} m raster; pass chip_size=<pixels> to choose the chip "
-                "size in raster pixels"
-            )
-        return chip
+        return footprint_pixels(chip_size, model_gsd, gsd)
 
     def chip_grid(self, chip: int, stride: int | None = None) -> ChipGrid:
         """The grid of chip centres for ``chip`` pixels at ``stride`` (default half a chip).

@@ -1,10 +1,11 @@
 """``DataArray.geobind`` and ``Dataset.geobind``: embedding grids and similarity maps in xarray.
 
 One-line wrappers over :mod:`geobind.inference.api` (``geobind.embed``, ``similarity``,
-``top_k``, ``classify``, ``plot``), with this object as the first argument. Registered when
-xarray is imported (see :mod:`geobind.accessors`). The accessor holds only the object it is
-attached to; models come from ``model=`` or :func:`geobind.use_model`. The grid embedded from a
-raster is kept for that raster object (see :func:`geobind.embed`), so repeated queries embed once.
+``top_k``, ``classify``, ``plot``, ``explore``), with this object as the first argument.
+Registered when xarray is imported (see :mod:`geobind.accessors`). The accessor holds only the
+object it is attached to; models come from ``model=`` or :func:`geobind.use_model`. The grid
+embedded from a raster is kept for that raster object (see :func:`geobind.embed`), so repeated
+queries embed once.
 """
 
 from __future__ import annotations
@@ -205,6 +206,45 @@ class GeoBindArrayAccessor:
             **{"progress": True, **kw},
         )
 
+    def explore(
+        self,
+        query: Any = None,
+        *,
+        model: Any = None,
+        grid: xr.DataArray | None = None,
+        k: int | None = 10,
+        rgb: Any = True,
+        tiles: str | None = "OpenStreetMap",
+        cmap: str = "magma",
+        opacity: float = 0.75,
+        **kw: Any,
+    ):
+        """An interactive Leaflet map of the similarity map over the scene, with the best cells:
+        :func:`geobind.explore` (returns a ``folium.Map``; ``tiles=None`` works offline).
+
+        Example:
+            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+            >>> raster = xr.DataArray(np.zeros((3, 64, 64), np.uint8), dims=("band", "y", "x"),
+            ...     coords={"y": 4_600_063.5 - np.arange(64), "x": 500_000.5 + np.arange(64)}
+            ... ).rio.write_crs(32633)
+            >>> m = raster.geobind.explore(["a lake", "a road"], model="tiny", tiles=None,
+            ...                            progress=False)
+            >>> type(m).__name__
+            'Map'
+        """
+        return _api().explore(
+            self._obj,
+            query,
+            model=model,
+            grid=grid,
+            k=k,
+            rgb=rgb,
+            tiles=tiles,
+            cmap=cmap,
+            opacity=opacity,
+            **{"progress": True, **kw},
+        )
+
 
 @xr.register_dataset_accessor("geobind")
 class GeoBindDatasetAccessor:
@@ -238,7 +278,7 @@ class GeoBindDatasetAccessor:
         return sorted({*super().__dir__(), *dir(GeoBindArrayAccessor)})
 
 
-_METHODS = frozenset(("embed", "similarity", "classify", "top_k", "plot"))
+_METHODS = frozenset(("embed", "similarity", "classify", "top_k", "plot", "explore"))
 
 
 def _api() -> Any:

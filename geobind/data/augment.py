@@ -14,10 +14,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["HAZE", "Draw", "apply", "draw"]
+__all__ = ["HAZE", "Draw", "apply", "draw", "draw_for"]
 
 #: The haze colour ``haze_jitter`` blends chips towards (in [0, 1] units, every band).
 HAZE = 0.75
@@ -61,6 +62,20 @@ def draw(
         gains = rng.uniform(1 - gain_jitter, 1 + gain_jitter, bands).astype(np.float32)
         haze = float(np.float32(rng.uniform(0, haze_jitter)))
     return Draw((int(dx), int(dy)), bool(flip_lr), bool(flip_ud), turns, gains, haze)
+
+
+def draw_for(dataset: Any, index: int) -> Draw:
+    """:func:`draw` with a chip dataset's settings (its ``seed``, ``epoch``, ``jitter_px``,
+    ``bands``, ``gain_jitter`` and ``haze_jitter``), for its chip ``index``."""
+    return draw(
+        seed=dataset.seed,
+        epoch=dataset.epoch,
+        index=index,
+        jitter_px=dataset.jitter_px,
+        bands=len(dataset.bands),
+        gain_jitter=dataset.gain_jitter,
+        haze_jitter=dataset.haze_jitter,
+    )
 
 
 def apply(image: np.ndarray, d: Draw, invalid: np.ndarray | None = None) -> np.ndarray:

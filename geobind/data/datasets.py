@@ -455,15 +455,7 @@ class PairedChips(Dataset):
         j = int(self._local[i])
         if not self.augment:
             return k, sampler.query(j), None
-        d = _augment.draw(
-            seed=self.seed,
-            epoch=self.epoch,
-            index=i,
-            jitter_px=self.jitter_px,
-            bands=len(self.bands),
-            gain_jitter=self.gain_jitter,
-            haze_jitter=self.haze_jitter,
-        )
+        d = _augment.draw_for(self, i)
         west, east, south, north = self._room[i]
         dx, dy = d.shift
         dx, dy = min(max(dx, -west), east), min(max(dy, -south), north)
@@ -487,6 +479,17 @@ class PairedChips(Dataset):
         k = int(self.scene_index[i])
         query = self.samplers[k].query(int(self._local[i]))
         return self._read(k, query)
+
+    def read_order(self) -> np.ndarray:
+        """Indices scene by scene (each scene's chips share a size; files are read in turn).
+
+        Example:
+            >>> ds = PairedChips.__new__(PairedChips)
+            >>> ds.scene_index = np.array([1, 0, 1])
+            >>> ds.read_order().tolist()
+            [1, 0, 2]
+        """
+        return np.argsort(self.scene_index, kind="stable")
 
     def _read(self, k: int, query: GeoSlice) -> tuple[np.ndarray, np.ndarray | None]:
         ds = self.datasets[k]

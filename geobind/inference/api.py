@@ -1,4 +1,5 @@
-"""The function-first API: ``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``.
+"""The function-first API: ``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``,
+``explore``.
 
 One implementation, reached two ways: these functions, and the ``.geobind`` accessors on xarray
 and GeoPandas objects (one-line wrappers over them). Each takes the object to work on first:
@@ -35,7 +36,7 @@ from typing import Any
 
 from geobind.errors import InputDataError
 
-__all__ = ["classify", "embed", "plot", "similarity", "top_k"]
+__all__ = ["classify", "embed", "explore", "plot", "similarity", "top_k"]
 
 _SIMILARITY = "similarity"
 
@@ -62,6 +63,7 @@ def _geo(obj: Any) -> Any:
 
 def _dataarray(obj: Any) -> Any:
     """The DataArray to work on: ``obj``, a Dataset's ``embedding`` or its bands stacked."""
+    import rioxarray  # noqa: F401 - registers .rio (a store opened with xr.open_zarr has none)
     import xarray as xr
 
     if isinstance(obj, xr.DataArray):
@@ -163,9 +165,11 @@ def _kept_grid(
     gsd: float | None = None,
     progress: bool = False,
     cache: bool = True,
+    encoder: str = "sat",
 ) -> Any:
     """The grid of raster ``arr`` (``obj``, what the user passed, owns the cache entry): the
-    one kept for it, or embedded now (and kept)."""
+    one kept for it, or embedded now (and kept). ``encoder`` names another sensor's satellite
+    encoder (e.g. ``"coarse"``)."""
     from geobind.inference.provenance import sat_sha256
     from geobind.inference.raster import embed_raster
 
@@ -175,11 +179,13 @@ def _kept_grid(
         "nodata_fraction": nodata_fraction,
         "bands": bands,
         "gsd": gsd,
+        "encoder": encoder,
     }
     if not cache:
         return embed_raster(arr, model, batch_size=batch_size, progress=progress, **settings)
     key = (
-        sat_sha256(model),  # a later stage with the same satellite encoder reuses the grid
+        sat_sha256(model, encoder),  # a later stage with the same encoder reuses the grid
+        encoder,
         chip_size,
         stride,
         nodata_fraction,
@@ -199,7 +205,17 @@ def _kept_grid(
 
 
 _EMBED_KW = frozenset(
-    ("chip_size", "stride", "batch_size", "nodata_fraction", "bands", "gsd", "progress", "cache")
+    (
+        "chip_size",
+        "stride",
+        "batch_size",
+        "nodata_fraction",
+        "bands",
+        "gsd",
+        "progress",
+        "cache",
+        "encoder",
+    )
 )
 
 
@@ -237,6 +253,7 @@ def embed(
     gsd: float | None = None,
     progress: bool = False,
     cache: bool = True,
+    encoder: str = "sat",
 ) -> Any:
     """Embed a raster into a georeferenced grid, or geometries into one vector each.
 
@@ -268,6 +285,9 @@ def embed(
         cache: keep the grid for this raster object, and reuse the one kept if it was embedded
             with the same satellite encoder and settings (see :mod:`geobind.inference.api`). The
             grid returned is a copy of the one kept.
+        encoder: the satellite encoder to embed with: ``"sat"``, or another sensor's (e.g. a
+            ``"coarse"`` multispectral encoder from the third binding stage, over that sensor's
+            imagery); the grid records it.
 
     Returns:
         ``DataArray(embedding, y, x)`` float32 (NaN where a chip was mostly nodata), or for
@@ -292,6 +312,7 @@ def embed(
         "nodata_fraction": nodata_fraction,
         "bands": bands,
         "gsd": gsd,
+        "encoder": encoder,
     }
     geo = _geo(obj)
     if geo is not None:
@@ -299,6 +320,8 @@ def embed(
 
         from geobind.inference.vector import embed_geometries
 
+        if settings.pop("encoder") != "sat":
+            raise InputDataError("geometries embed with the satellite encoder (encoder='sat')")
         vectors = embed_geometries(
             geo, raster, grid=_as_grid(grid), model=model, batch_size=batch_size, **settings
         )
@@ -672,6 +695,117 @@ def plot(
         a.set_xlabel(f"x ({sim.rio.crs})" if sim.rio.crs else "x")
         fig.colorbar(image, ax=a, label="cosine similarity", shrink=0.8)
     return fig
+
+
+def explore(
+    obj: Any,
+    query: Any = None,
+    *,
+    model: Any = None,
+    grid: Any = None,
+    k: int | None = 10,
+    rgb: Any = True,
+    tiles: str | None = "OpenStreetMap",
+    cmap: str = "magma",
+    opacity: float = 0.75,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    **kw: Any,
+) -> Any:
+    """An interactive Leaflet map (folium) of the similarity map: pan, zoom, click the best places.
+
+    The map is a colour overlay with its legend, reprojected as Leaflet needs (a UTM map is
+    warped to Web Mercator, not stretched: see :mod:`geobind.inference.webmap`); the ``k`` best
+    cells are polygons whose popups give rank and score; the scene's RGB is a layer under it. A
+    list of queries gives one overlay (and one set of cells) each, switched in the layer
+    control. Leaflet is inlined in the page, so it works offline; only the base map ``tiles``
+    needs a network (``tiles=None`` for none: the scene is then the base). ``.save("map.html")``
+    writes the page; in Jupyter the map shows inline.
+
+    Args:
+        obj: a raster, an embedding grid or a store group (as for :func:`similarity`).
+        query: what to look for (see :func:`similarity`); a list gives one layer each.
+        model: a model, preset name or model folder (default: :func:`geobind.use_model`'s).
+        grid: an embedding grid already made from the raster.
+        k: how many best cells to outline per query (``None`` or 0: none).
+        rgb: show the scene: ``True`` (the raster itself, or for a grid the file it was
+            embedded from when its ``source`` attribute names one that exists), ``False``, or a
+            raster to show.
+        tiles: a base map (``"OpenStreetMap"``, ``"CartoDB positron"``, an xyz URL …) or
+            ``None``.
+        cmap: a matplotlib colormap name.
+        opacity: the overlays' opacity.
+        vmin: the similarity drawn with the colormap's first colour (default: each map's
+            minimum).
+        vmax: the similarity drawn with its last colour (default: each map's maximum).
+        **kw: the other keywords of :func:`similarity` (``text=``, embedding settings …).
+
+    Returns:
+        The ``folium.Map``.
+
+    Raises:
+        CRSError: the grid has no CRS.
+        InputDataError: geometries as ``obj``, a bad ``k``, or what :func:`similarity` raises.
+        MissingDependencyError: folium or xstatic-leaflet is not installed.
+
+    Example:
+        >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> grid = xr.DataArray(np.eye(64, dtype=np.float32)[:, :16].reshape(64, 4, 4),
+        ...     dims=("embedding", "y", "x"),
+        ...     coords={"y": 4_600_050.0 - 100 * np.arange(4), "x": 500_050.0 + 100 * np.arange(4)},
+        ... ).rio.write_crs(32633)
+        >>> m = geobind.explore(grid, vector=np.eye(64, dtype=np.float32)[5], k=3, tiles=None)
+        >>> type(m).__name__, "L.imageOverlay" in m.get_root().render()
+        ('Map', True)
+    """
+    if _geo(obj) is not None:
+        raise InputDataError(
+            "explore maps a raster or grid; for geometries, use GeoPandas' explore on the "
+            "scores: gdf.explore(column=geobind.similarity(gdf, query, raster=...))"
+        )
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise InputDataError(f"k must be a non-negative integer or None; got {k!r}")
+    import rioxarray  # noqa: F401 - registers .rio on the maps
+
+    from geobind.inference import webmap
+    from geobind.inference.raster import top_k as top_cells
+
+    sim = similarity(obj, query, model=model, grid=grid, **kw)
+    if "query" in sim.dims:
+        maps = [(str(q), sim.sel(query=q)) for q in sim["query"].values]
+    else:
+        maps = [(_title(query, kw), sim)]
+    layers = []
+    for label, one in maps:
+        if one.chunks is not None and max(one.shape) <= webmap.OVERLAY_MAX_SIDE:
+            one = one.compute()  # once, for the overlay and the best cells
+        cells = top_cells(one, k, one.rio.transform(recalc=True), one.rio.crs) if k else None
+        layers.append(webmap.MapLayer.from_dataarray(label, one, cells))
+    scene = None
+    if rgb is not False and rgb is not None:
+        arr = _dataarray(obj)
+        bands = _display_bands(kw.get("bands"), model)
+        if rgb is not True:
+            scene = webmap.scene_rgb(_dataarray(rgb), bands)
+        elif not _is_grid(arr):
+            scene = webmap.scene_rgb(arr, bands)
+        else:  # a store's grid names the scene it was embedded from
+            scene = webmap.source_rgb(arr.attrs.get("source"), bands)
+    return webmap.web_map(
+        layers, rgb=scene, tiles=tiles, cmap=cmap, opacity=opacity, vmin=vmin, vmax=vmax
+    )
+
+
+def _display_bands(bands: Sequence[int] | None, model: Any) -> list[int]:
+    """The bands shown as RGB: ``bands``, else the model's, else 1, 2, 3."""
+    if bands is not None:
+        return list(bands)
+    from geobind.inference.context import resolve_model
+
+    try:
+        return list(resolve_model(model).config["sat"].get("bands", [1, 2, 3]))
+    except InputDataError:  # a vector query on a grid needs no model
+        return [1, 2, 3]
 
 
 def _rgb(raster: Any, bands: Sequence[int] | None, model: Any) -> tuple[Any, tuple]:

@@ -1,4 +1,5 @@
-"""Files made from similarity maps: Cloud-Optimised GeoTIFFs, rendered PNGs and vector cells.
+"""Files made from similarity maps: Cloud-Optimised GeoTIFFs, rendered PNGs, interactive map
+pages and vector cells.
 
 Used by ``geobind query`` (:func:`~geobind.inference.store.query_store`, which streams a store's
 map chunk by chunk into them), and public so that plots of in-memory maps write the same files:
@@ -7,6 +8,8 @@ map chunk by chunk into them), and public so that plots of in-memory maps write 
   deflate, tiled, with overviews. Windows are written to a temporary GeoTIFF next to the output,
   which becomes the COG (and replaces the output) only when every window was written.
 - :func:`write_png`: the map rendered with a colour bar, at most :data:`PNG_MAX_SIDE` pixels a side.
+- :func:`write_html`: an interactive Leaflet page (:func:`geobind.explore`'s map, from
+  :func:`~geobind.inference.webmap.web_map`), self-contained: it works offline.
 - :func:`write_vector`: a GeoDataFrame as GeoJSON, GeoParquet or GeoPackage, by suffix.
 
 :func:`output_kind` tells which from a file name.
@@ -26,6 +29,7 @@ import numpy as np
 from geobind.errors import InputDataError
 
 __all__ = [
+    "HTML_SUFFIXES",
     "PNG_MAX_SIDE",
     "RASTER_SUFFIXES",
     "VECTOR_SUFFIXES",
@@ -33,21 +37,25 @@ __all__ = [
     "output_kind",
     "png_step",
     "write_cog",
+    "write_html",
     "write_png",
     "write_vector",
 ]
 
 PNG_MAX_SIDE = 2048  # longest side of a rendered map, in pixels
 RASTER_SUFFIXES = (".tif", ".tiff")
+HTML_SUFFIXES = (".html", ".htm")
 VECTOR_SUFFIXES = (".geojson", ".json", ".parquet", ".geoparquet", ".gpkg")
 
 
 def output_kind(path: str | os.PathLike[str]) -> str:
-    """``"cog"``, ``"png"`` or ``"vector"``: what a file name's suffix asks for.
+    """``"cog"``, ``"png"``, ``"html"`` or ``"vector"``: what a file name's suffix asks for.
 
     Example:
         >>> output_kind("map.tif"), output_kind("map.PNG"), output_kind("hits.parquet")
         ('cog', 'png', 'vector')
+        >>> output_kind("map.html")
+        'html'
         >>> output_kind("map.jpg")
         Traceback (most recent call last):
         ...
@@ -58,11 +66,13 @@ def output_kind(path: str | os.PathLike[str]) -> str:
         return "cog"
     if suffix == ".png":
         return "png"
+    if suffix in HTML_SUFFIXES:
+        return "html"
     if suffix in VECTOR_SUFFIXES:
         return "vector"
     raise InputDataError(
         f"cannot tell what to write from {Path(path).name!r}: use .tif (a COG), .png (a rendered "
-        "map) or .geojson/.parquet/.gpkg (the best cells)"
+        "map), .html (an interactive map) or .geojson/.parquet/.gpkg (the best cells)"
     )
 
 
@@ -240,6 +250,39 @@ def write_png(
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
+
+
+def write_html(path: str | os.PathLike[str], page: Any, **kw: Any) -> Path:
+    """Write an interactive map page: a ``folium.Map`` (from :func:`geobind.explore`), or
+    similarity layers made into one by :func:`~geobind.inference.webmap.web_map` (``kw`` go to
+    it). The page inlines Leaflet, so it opens offline. An existing file is replaced whole.
+
+    Example:
+        >>> import numpy as np
+        >>> from affine import Affine
+        >>> from geobind.inference.webmap import MapLayer
+        >>> layer = MapLayer("'a lake'", np.random.rand(6, 9).astype("float32"),
+        ...                  Affine(30, 0, 500_000, 0, -30, 4_600_000), "EPSG:32633")
+        >>> out = write_html(getfixture("tmp_path") / "map.html", [layer], tiles=None)
+        >>> page = out.read_text()
+        >>> "L.imageOverlay" in page, 'src="http' in page
+        (True, False)
+    """
+    if not hasattr(page, "get_root"):
+        from geobind.inference.webmap import web_map
+
+        page = web_map(page, **kw)
+    elif kw:
+        raise InputDataError(f"write_html got a map and keywords {sorted(kw)}; pass one or other")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(page.get_root().render(), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return path
 
 
 def write_vector(frame: Any, path: str | os.PathLike[str]) -> Path:

@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["check_same_sat", "grid_attrs", "recorded_by", "sat_sha256"]
 
 
-def sat_sha256(model: Any) -> str:
-    """SHA-256 of a model's satellite encoder: what grids and stores record as ``sat_sha256``.
+def sat_sha256(model: Any, encoder: str = "sat") -> str:
+    """SHA-256 of a model's satellite encoder (or of another sensor's, ``encoder``): what grids
+    and stores record as ``sat_sha256``.
 
-    Cached on the model until a parameter of the satellite encoder changes (torch's version
-    counters), so repeated queries do not hash a large model's weights again.
+    Cached on the model until a parameter of that encoder changes (torch's version counters), so
+    repeated queries do not hash a large model's weights again.
 
     Example:
         >>> import geobind
@@ -40,12 +41,13 @@ def sat_sha256(model: Any) -> str:
         >>> sat_sha256(m) == m.encoder_sha256("sat")
         True
     """
-    stamp = tuple(p._version for p in model["sat"].parameters())
-    cached = getattr(model, "_geobind_sat_sha256", None)
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, model.encoder_sha256("sat"))
-        model._geobind_sat_sha256 = cached
-    return cached[1]
+    stamp = tuple(p._version for p in model[encoder].parameters())
+    cache = model.__dict__.setdefault("_geobind_sat_sha256", {})
+    if not isinstance(cache, dict):  # an older single-entry cache
+        cache = model._geobind_sat_sha256 = {}
+    if encoder not in cache or cache[encoder][0] != stamp:
+        cache[encoder] = (stamp, model.encoder_sha256(encoder))
+    return cache[encoder][1]
 
 
 def _attrs(made_by: Any) -> Mapping[str, Any]:
@@ -99,7 +101,17 @@ def check_same_sat(made_by: Any, model: Any, *, where: str = "this grid") -> Non
     attrs = _attrs(made_by)
     if attrs.get("sat_sha256") is None and attrs.get("model_sha256") is None:
         return
-    sat = sat_sha256(model)
+    encoder = attrs.get("encoder", "sat")  # another sensor's grid: that encoder's hash
+    if encoder not in getattr(model, "modalities", ["sat"]):
+        raise ModelMismatchError(
+            where=where,
+            made_by=f"{attrs.get('model')} ({encoder} encoder)",
+            made_sha256=str(attrs.get("sat_sha256")),
+            given=f"{model.name} (no {encoder} encoder)",
+            given_sha256="-" * 64,
+            source=attrs.get("model_source"),
+        )
+    sat = sat_sha256(model, encoder)
     if recorded_by(attrs, sat=sat, weights=getattr(model, "weights_sha256", None)):
         return
     legacy = attrs.get("sat_sha256") is None
@@ -114,9 +126,10 @@ def check_same_sat(made_by: Any, model: Any, *, where: str = "this grid") -> Non
     )
 
 
-def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:
+def grid_attrs(model: Any, grid: ChipGrid, encoder: str = "sat", **extra: Any) -> dict[str, Any]:
     """Attributes recorded on every grid and store group: model name, satellite encoder hash,
-    chip size and stride (raster pixels), geobind version, and ``extra``.
+    chip size and stride (raster pixels), geobind version, and ``extra``; a grid of another
+    sensor's encoder also records its name (``encoder``), and the hash is that encoder's.
 
     Example:
         >>> import geobind
@@ -127,7 +140,8 @@ def grid_attrs(model: Any, grid: ChipGrid, **extra: Any) -> dict[str, Any]:
     """
     return {
         "model": model.name,
-        "sat_sha256": sat_sha256(model),
+        "sat_sha256": sat_sha256(model, encoder),
+        **({} if encoder == "sat" else {"encoder": encoder}),
         "chip_size": grid.chip,
         "stride": grid.stride,
         "geobind_version": __version__,

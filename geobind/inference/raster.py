@@ -214,6 +214,7 @@ def plan_grid(
     chip_size: int | None = None,
     stride: int | None = None,
     gsd: float | None = None,
+    encoder: str = "sat",
 ) -> tuple[Layout, ChipGrid]:
     """Chip size and stride in raster pixels, and the grid they give.
 
@@ -230,7 +231,10 @@ def plan_grid(
         (64, 32, (1, 1))
     """
     lay = layout(raster)
-    return lay, model_chip_grid(lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd)
+    grid = model_chip_grid(
+        lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder
+    )
+    return lay, grid
 
 
 def model_chip_grid(
@@ -240,9 +244,10 @@ def model_chip_grid(
     chip_size: int | None = None,
     stride: int | None = None,
     gsd: float | None = None,
+    encoder: str = "sat",
 ) -> ChipGrid:
-    """The chip grid a model embeds on a raster's :class:`~geobind.georef.GeoBox` (see
-    :func:`plan_grid`), for rasters known by their file header (stores).
+    """The chip grid a model's ``encoder`` embeds on a raster's :class:`~geobind.georef.GeoBox`
+    (see :func:`plan_grid`), for rasters known by their file header (stores).
 
     Example:
         >>> import geobind
@@ -252,7 +257,7 @@ def model_chip_grid(
         64
     """
     if chip_size is None:
-        sat = model.config["sat"]
+        sat = model.config[encoder]
         chip = geobox.chip_pixels(int(sat["chip_size"]), sat.get("gsd"), gsd)
     else:
         chip = int(chip_size)
@@ -277,9 +282,11 @@ def grid_dataarray(
     return out.rio.write_crs(crs) if crs is not None else out
 
 
-def _embed_block(pixels, ref, lay, rows, cols, chip, stride, nodata_fraction, bands, batch_size):
+def _embed_block(
+    pixels, ref, lay, rows, cols, chip, stride, nodata_fraction, bands, batch_size, encoder
+):
     return embed_pixels(
-        ref.get()["sat"],
+        ref.get()[encoder],
         np.asarray(pixels),
         chip=chip,
         stride=stride,
@@ -302,8 +309,13 @@ def embed_raster(
     bands: Sequence[int] | None = None,
     gsd: float | None = None,
     progress: bool = False,
+    encoder: str = "sat",
 ) -> xr.DataArray:
     """Embed every chip of a raster into a ``DataArray(embedding, y, x)`` grid (see the accessor).
+
+    ``encoder`` picks the satellite encoder for another sensor's imagery (a model's ``"coarse"``
+    multispectral encoder after its binding stage); the grid records it, and queries then need a
+    model carrying that encoder.
 
     A dask-backed raster gives a dask-backed grid: one task per block of cells (about one raster
     chunk each) reading its pixels with the chip halo; the model travels as its spec and loads
@@ -315,12 +327,12 @@ def embed_raster(
     if not 0 <= nodata_fraction <= 1:
         raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
     arr, lay = band_pixels(raster)
-    grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd)[1]
-    attrs = grid_attrs(model, grid, nodata_fraction=nodata_fraction)
+    grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder)[1]
+    attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
     if arr.chunks is None:
         full = slice(0, grid.height), slice(0, grid.width)
         data = embed_pixels(
-            model["sat"],
+            model[encoder],
             read_pixels(arr),
             chip=grid.chip,
             stride=grid.stride,
@@ -332,7 +344,7 @@ def embed_raster(
             progress=progress,
         )
     else:
-        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size)
+        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
         data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, lay, args)
     return grid_dataarray(data, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
 

@@ -23,11 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from geobind._hashing import sha256_file
 from geobind._version import __version__
 from geobind.errors import InputDataError, ModelFileError, OutputExistsError
 from geobind.models.encoders import AudioEncoder, Encoder, GroundEncoder, SatEncoder, TextEncoder
-from geobind.models.io import read_safetensors, sha256_file, write_safetensors
+from geobind.models.io import read_safetensors, write_safetensors
+from geobind.models.links import bound_to, unique_links
 from geobind.models.presets import get_preset, list_models
+from geobind.models.registry import list_registered
 from geobind.models.towers import build_clap, build_clip
 
 __all__ = ["GeoBind", "load", "register_encoder_kind", "resolve_device"]
@@ -132,11 +135,18 @@ def _build_audio(name: str, shared: _Shared) -> Encoder:
     )
 
 
+def _build_multispectral(name: str, shared: _Shared) -> Encoder:
+    from geobind.models.multispectral import build_multispectral
+
+    return build_multispectral(name, shared)
+
+
 _BUILDERS: dict[str, Callable[[str, _Shared], Encoder]] = {
     "sat": _build_sat,
     "ground": _build_ground,
     "text": _build_text,
     "audio": _build_audio,
+    "multispectral": _build_multispectral,  # another sensor (a binding stage N)
 }
 
 
@@ -171,6 +181,7 @@ class GeoBind(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.weights_sha256: str | None = None
         self.source: Any = None  # what geobind.load() can rebuild it from (None: in memory only)
+        self._mark_links()
 
     @classmethod
     def from_config(
@@ -200,7 +211,7 @@ class GeoBind(nn.Module):
             kinds = config.setdefault("encoders", dict(DEFAULT_ENCODERS))
             encoders = {}
             for name, kind in kinds.items():
-                if name not in config and kind in ("sat", "audio"):
+                if name not in config and kind in ("sat", "audio", "multispectral"):
                     continue  # e.g. a preset without audio
                 if kind not in _BUILDERS:
                     raise InputDataError(
@@ -212,6 +223,48 @@ class GeoBind(nn.Module):
         config.setdefault("metrics", {})
         config["modalities"] = list(encoders)
         return cls(config, encoders)
+
+    @property
+    def trained_links(self) -> list[str] | None:
+        """Links between modalities the weights were trained for, e.g. ``['sat-ground',
+        'ground-text']`` for ``sat2cap``: those its published weights come with (registry models
+        record them), then one per binding stage run since (``'audio-sat'`` after stage 2).
+
+        ``None`` when nothing is recorded (presets and models built from them before any stage).
+        Queries over a link that no path of trained links covers warn once
+        (:class:`~geobind.errors.UntrainedLinkWarning`).
+
+        Example:
+            >>> import geobind
+            >>> geobind.load("tiny").trained_links is None
+            True
+        """
+        recorded = self.config.get("trained_links")
+        stages = [
+            f"{s['trained']}-{s['anchor']}"
+            for s in self.config.get("stages", [])
+            if isinstance(s, Mapping) and s.get("trained") in self.encoders and s.get("anchor")
+        ]
+        if recorded is None and not stages:
+            return None
+        return unique_links([*(recorded or []), *stages])
+
+    def _mark_links(self) -> None:
+        """Tell each encoder whether its queries over satellite embeddings cross an untrained
+        link (only when the model records its trained links)."""
+        links = self.trained_links if "trained_links" in self.config else None
+        bound = None if links is None or "sat" not in self.encoders else bound_to("sat", links)
+        for name, encoder in self.encoders.items():
+            message = None
+            if bound is not None and name not in bound:
+                message = (
+                    f"model {self.name!r}: no trained link joins {name} to sat (trained: "
+                    f"{', '.join(links or []) or 'none'}), so {name} queries over satellite "
+                    "embeddings are not meaningful yet; train a stage that binds them first "
+                    f"(e.g. `geobind train {'stage2' if name == 'audio' else 'stage1'} --model "
+                    f"{self.name}`)"
+                )
+            encoder.untrained_link = message
 
     @property
     def name(self) -> str:
@@ -273,6 +326,7 @@ class GeoBind(nn.Module):
         if section is not None:
             self.config[name] = copy.deepcopy(section)
         self.config["modalities"] = list(self.encoders)
+        self._mark_links()
 
     def encoder_sha256(self, name: str) -> str:
         """SHA-256 over one encoder's parameters and buffers (names and raw bytes, sorted).
@@ -324,6 +378,7 @@ class GeoBind(nn.Module):
                 "weights": weights.name,
                 "weights_sha256": digest,
                 "encoder_sha256": {name: self.encoder_sha256(name) for name in self.modalities},
+                "trained_links": self.trained_links,
                 "config": self.config,
             }
             (tmp / "geobind.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -420,7 +475,9 @@ def load(
         spec: ``"tiny"`` / ``"demo"`` / ``"paper"`` (see :func:`geobind.list_models`); a folder
             written by :meth:`GeoBind.save`; or a mapping such as ``{"preset": "paper", "clip":
             {"model": "ViT-B-32", "pretrained": "openai" | "/path/ckpt.safetensors"}, "audio":
-            "laion/clap-htsat-unfused" | "/path/to/converted-clap"}``.
+            "laion/clap-htsat-unfused" | "/path/to/converted-clap"}``. A published model's name
+            (``"sat2cap"``, ``"remoteclip-vit-b-32"`` …: :mod:`geobind.models.registry`) builds
+            it from its files in the Hugging Face cache (``geobind pull NAME`` fetches them).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"`` …; the model moves once.
         seed: seed for randomly initialised weights (presets without pretrained sources).
 
@@ -439,6 +496,11 @@ def load(
     elif isinstance(spec, Mapping):
         model = GeoBind.from_config(_from_mapping(spec), seed=seed)
         model.source = dict(spec) if seed == 0 else None
+    elif isinstance(spec, str) and spec in list_registered():
+        from geobind.models.published import load_published
+
+        model = load_published(spec, seed=seed)
+        model.source = spec if seed == 0 else None
     elif isinstance(spec, str) and spec in list_models():
         model = GeoBind.from_config(get_preset(spec), seed=seed)
         model.source = spec if seed == 0 else None

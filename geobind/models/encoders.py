@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from geobind.data.chips import invalid_mask, resize, to_unit
 from geobind.data.scaling import scale_divisor
-from geobind.errors import InputDataError
+from geobind.errors import InputDataError, UntrainedLinkWarning
 from geobind.models.preprocess import (
     clap_log_mel,
     load_audio_windows,
@@ -37,6 +39,11 @@ __all__ = [
     "TextEncoder",
     "text_forward",
 ]
+
+
+def _lazy(batch: Any) -> bool:
+    """A sequence of items that is not a list, tuple, string or array: decoded on demand."""
+    return isinstance(batch, Sequence) and not isinstance(batch, list | tuple | str | bytes)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -149,21 +156,37 @@ class Encoder(nn.Module):
     #: Python between ops, and serial was faster on 2 cores (``benchmarks/encoders.py``, demo
     #: towers: ground 0.70 vs 0.63, text 0.87 vs 0.77 of the bare forward).
     prefetch: bool = True
+    #: Set by the bundle when no trained link joins this encoder to the satellite encoder (e.g.
+    #: a CLAP tower whose projection no stage has trained): ``embed`` warns once, with this text.
+    untrained_link: str | None = None
 
     def __init__(self, embed_dim: int):
         super().__init__()
         self.embed_dim = embed_dim
+
+    def _warn_untrained_link(self) -> None:
+        """Warn once (per encoder) that this encoder's link to sat is untrained, pointing at the
+        first caller outside geobind."""
+        if not self.untrained_link or self.__dict__.get("_link_warned"):
+            return
+        self._link_warned = True
+        package = __name__.rsplit(".", 2)[0]
+        frame, level = sys._getframe(0), 1
+        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(package):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(self.untrained_link, UntrainedLinkWarning, stacklevel=level)
 
     @property
     def device(self) -> torch.device:
         """The device the encoder's weights live on."""
         return next(self.parameters()).device
 
-    def items(self, batch: Any) -> list[Any]:
-        """Split user input into a list of items (one per output vector)."""
+    def items(self, batch: Any) -> Sequence[Any]:
+        """Split user input into a list of items (one per output vector); a lazy sequence (items
+        decoded on demand, e.g. a pair dataset's) is kept as it is and read batch by batch."""
         if isinstance(batch, list | tuple):
             return list(batch)
-        return [batch]
+        return batch if _lazy(batch) else [batch]
 
     def prepare(self, items: Sequence[Any]) -> torch.Tensor:
         """Preprocess a list of items into one input tensor (on the CPU)."""
@@ -190,6 +213,7 @@ class Encoder(nn.Module):
         """
         from tqdm.auto import tqdm
 
+        self._warn_untrained_link()
         items = self.items(batch)
         if not items:
             return torch.empty(0, self.embed_dim)
@@ -545,6 +569,8 @@ class AudioEncoder(Encoder):
     def items(self, batch: Any) -> list[Any]:
         """A clip: a path, an array or an ``(array, rate)`` pair; a list or tuple batches clips."""
         one = isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[1], numbers.Real)
+        if _lazy(batch):
+            return batch
         if one or not isinstance(batch, list | tuple):
             return [batch]
         return list(batch)
@@ -567,6 +593,7 @@ class AudioEncoder(Encoder):
         """
         from tqdm.auto import tqdm
 
+        self._warn_untrained_link()
         clips = self.items(batch)
         window = int(self.features.nb_max_samples)
 

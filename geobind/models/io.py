@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
 
+from geobind._hashing import sha256_file  # re-exported: geobind.models.io.sha256_file
 from geobind.errors import ModelFileError
 
 __all__ = ["check_safetensors", "read_safetensors", "sha256_file", "write_safetensors"]
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks.
-
-    Example:
-        >>> p = getfixture("tmp_path") / "x"
-        >>> _ = p.write_bytes(b"abc")
-        >>> sha256_file(p)[:12]
-        'ba7816bf8f01'
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_safetensors(path: str | Path) -> dict:

@@ -1,4 +1,5 @@
-"""Model presets: small JSON files shipped in ``geobind/models/presets/``."""
+"""Model presets: small JSON files shipped in ``geobind/models/presets/``; and the names
+:func:`geobind.load` takes (presets and the registry's published models)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from geobind.errors import InputDataError
 
-__all__ = ["get_preset", "list_models"]
+__all__ = ["get_preset", "list_models", "list_presets"]
 
 
 @cache
@@ -24,14 +25,28 @@ def _presets() -> dict[str, dict[str, Any]]:
     return out
 
 
-def list_models() -> list[str]:
-    """Names of the model presets, for :func:`geobind.load`.
+def list_presets() -> list[str]:
+    """Names of the model presets (architectures shipped as JSON; random or tagged weights).
 
     Example:
-        >>> list_models()
+        >>> list_presets()
         ['demo', 'paper', 'tiny']
     """
     return sorted(_presets())
+
+
+def list_models() -> list[str]:
+    """Names :func:`geobind.load` takes: the presets, then the published models of the registry
+    (:mod:`geobind.models.registry`; ``geobind models`` shows which are in the local cache).
+
+    Example:
+        >>> list_models()
+        ['demo', 'paper', 'tiny', 'georsclip-vit-b-32', 'openai-clip-vit-b-32',
+         'remoteclip-vit-b-32', 'sat2cap', 'skyclip-vit-b-32']
+    """
+    from geobind.models.registry import list_registered
+
+    return list_presets() + list_registered(loadable=True)
 
 
 def get_preset(name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from geobind.errors import WeightsNotFoundError
 
-__all__ = ["hub_file", "hub_offline", "hub_reachable"]
+__all__ = ["geobind_cache_dir", "hub_cache_dir", "hub_file", "hub_offline", "hub_reachable"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -31,6 +31,49 @@ def hub_offline() -> bool:
     return any(
         os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, read from the environment at each call.
+
+    ``HF_HUB_CACHE`` (or the older ``HUGGINGFACE_HUB_CACHE``), else ``$HF_HOME/hub``, else
+    huggingface_hub's default (``~/.cache/huggingface/hub``). huggingface_hub reads these once,
+    when it is imported; reading them here too means ``HF_HOME`` set later in a session (a
+    notebook) is honoured as well.
+
+    Example:
+        >>> env = getfixture("monkeypatch")
+        >>> env.delenv("HF_HUB_CACHE", raising=False)
+        >>> env.setenv("HF_HOME", "/data/hf")
+        >>> str(hub_cache_dir())
+        '/data/hf/hub'
+    """
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if cache:
+        return Path(cache).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def geobind_cache_dir() -> Path:
+    """Where files that are not on the hub (e.g. zips from a URL) are kept: ``GEOBIND_CACHE``,
+    else ``geobind/`` beside the hub cache (``$HF_HOME/geobind``), so that copying ``HF_HOME``
+    to an offline machine brings them along.
+
+    Example:
+        >>> env = getfixture("monkeypatch")
+        >>> env.delenv("HF_HUB_CACHE", raising=False)
+        >>> env.delenv("GEOBIND_CACHE", raising=False)
+        >>> env.setenv("HF_HOME", "/data/hf")
+        >>> str(geobind_cache_dir())
+        '/data/hf/geobind'
+    """
+    if os.environ.get("GEOBIND_CACHE"):
+        return Path(os.environ["GEOBIND_CACHE"]).expanduser()
+    return hub_cache_dir().parent / "geobind"
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
@@ -56,12 +99,10 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
 
 
 def _missing(what: str, repo_id: str, filenames: list[str], why: str) -> WeightsNotFoundError:
-    from huggingface_hub import constants
-
     files = " or ".join(filenames)
     return WeightsNotFoundError(
         f"{what}: {repo_id}/{files} is not in the local Hugging Face cache "
-        f"({constants.HF_HUB_CACHE}) and {why}. On a machine with internet run "
+        f"({hub_cache_dir()}) and {why}. On a machine with internet run "
         f"`hf download {repo_id} {filenames[0]}` and copy the cache folder (set HF_HOME to it), "
         "or point geobind at a local file or folder instead"
     )
@@ -90,8 +131,9 @@ def hub_file(repo_id: str, filenames: list[str] | str, *, what: str) -> str:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     names = [filenames] if isinstance(filenames, str) else list(filenames)
+    cache = str(hub_cache_dir())
     for name in names:
-        cached = try_to_load_from_cache(repo_id, name)
+        cached = try_to_load_from_cache(repo_id, name, cache_dir=cache)
         if isinstance(cached, str) and Path(cached).is_file():
             return cached
     if hub_offline():
@@ -101,7 +143,7 @@ def hub_file(repo_id: str, filenames: list[str] | str, *, what: str) -> str:
     errors = []
     for name in names:
         try:
-            return hf_hub_download(repo_id, name)
+            return hf_hub_download(repo_id, name, cache_dir=cache)
         except Exception as err:
             errors.append(f"{name}: {err}")
     raise _missing(what, repo_id, names, "downloading failed (" + "; ".join(errors) + ")")

@@ -12,12 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geobind.errors import (
-    InputDataError,
-    ModelFileError,
-    UntrustedPickleError,
-    WeightsNotFoundError,
-)
+from geobind.errors import InputDataError, ModelFileError, WeightsNotFoundError
 from geobind.models.pretrained import hub_file, hub_offline, hub_reachable
 
 if TYPE_CHECKING:
@@ -71,8 +66,11 @@ def build_clip(section: dict[str, Any]) -> tuple[CustomTextCLIP, dict[str, Any]]
 
     ``section`` holds either ``model_cfg`` (an open_clip config dict; random weights), or
     ``source``: ``{"model": "ViT-B-32", "pretrained": "openai" | "/path/ckpt.safetensors"}``, or
-    both (architecture given, weights from ``source``). Checkpoints (.pt, .safetensors) are loaded
-    with ``weights_only=True``; a pickle that needs more is refused.
+    both (architecture given, weights from ``source``). Checkpoints (.pt, .safetensors, or one of
+    them in a .zip, picked by ``section["member"]``) are read by
+    :func:`~geobind.models.checkpoints.read_state_dict`: pickles with ``weights_only=True``, a
+    pickle that needs more is refused. ``section["quick_gelu"]`` sets the activation, which a
+    local file cannot tell (OpenAI-initialised fine-tunes need QuickGELU).
 
     Example:
         >>> from geobind.models.presets import get_preset
@@ -81,7 +79,8 @@ def build_clip(section: dict[str, Any]) -> tuple[CustomTextCLIP, dict[str, Any]]
         64
     """
     import open_clip
-    import torch
+
+    from geobind.models.checkpoints import load_state, read_state_dict, to_custom_text_layout
 
     section = copy.deepcopy(section)
     source = section.get("source") or None
@@ -108,25 +107,17 @@ def build_clip(section: dict[str, Any]) -> tuple[CustomTextCLIP, dict[str, Any]]
         raise InputDataError("the clip section needs `model_cfg` or `source`")
     model_cfg = copy.deepcopy(model_cfg)
     model_cfg.pop("custom_text", None)
+    if section.get("quick_gelu") is not None:  # a local file cannot say which activation it needs
+        model_cfg["quick_gelu"] = bool(section["quick_gelu"])
     for key, default in _CLIP_DEFAULTS.items():
         value = tag.get(key, section.get(key, default))
         section[key] = list(value) if isinstance(value, tuple) else value
     model = open_clip.CustomTextCLIP(**model_cfg)
     if checkpoint is not None:
-        try:
-            open_clip.load_checkpoint(model, checkpoint, strict=True, weights_only=True)
-        except Exception as err:
-            if isinstance(err, torch.serialization.pickle.UnpicklingError) or "weights_only" in str(
-                err
-            ):
-                raise UntrustedPickleError(
-                    f"{checkpoint} is a pickle that needs more than tensors to load, so geobind "
-                    "refuses it (loading it could run code). Convert it to safetensors in an "
-                    "environment you trust, or use a .safetensors checkpoint"
-                ) from None
-            raise ModelFileError(
-                f"cannot load open_clip checkpoint {checkpoint} into {source['model']}: {err}"
-            ) from err
+        # safetensors, or a pickle read with weights_only=True (else UntrustedPickleError); a
+        # training checkpoint's state_dict, module. prefixes and zips are unwrapped
+        state = to_custom_text_layout(read_state_dict(checkpoint, member=section.get("member")))
+        load_state(model, state, what=f"open_clip checkpoint {checkpoint} ({source['model']})")
     section["model_cfg"] = model_cfg
     section["source"] = source
     return model.eval(), section

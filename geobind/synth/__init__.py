@@ -10,6 +10,7 @@ Example:
     ['audio', 'audio.parquet', 'ground']
 """
 
+from geobind.synth.pairs import export_pairs
 from geobind.synth.scene import CLASS_COLORS, CLASSES
 from geobind.synth.world import PRESETS, SceneSpec, World, WorldPreset, generate_world, load_world
 
@@ -20,6 +21,7 @@ __all__ = [
     "SceneSpec",
     "World",
     "WorldPreset",
+    "export_pairs",
     "generate_world",
     "load_world",
 ]

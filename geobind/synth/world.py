@@ -5,6 +5,7 @@ Layout of a generated world folder::
     world.json                 preset, seed, classes, scenes (CRS, transform, size), counts
     scenes/<name>.tif          RGB(+NIR) uint8 GeoTIFF, tiled, deflate, nodata 0
     scenes/<name>_landcover.tif  class ids 1..8 aligned with the scene, nodata 0
+    scenes/<name>_coarse.tif   its coarse twin: 10 m, RGB + NIR, another sensor (synth/coarse.py)
     ground/<id>.jpg            ground-level photos
     audio/<id>.wav             48 kHz mono PCM-16 field recordings
     ground.parquet, audio.parquet  GeoParquet manifests (EPSG:4326 points)
@@ -31,6 +32,7 @@ import numpy as np
 
 from geobind._version import __version__
 from geobind.errors import InputDataError, OutputExistsError
+from geobind.synth.coarse import write_coarse_twin
 from geobind.synth.scene import (
     CLASS_COLORS,
     CLASSES,
@@ -164,6 +166,12 @@ class World:
     def scenes(self) -> dict[str, Path]:
         """Scene name → GeoTIFF path."""
         return {s["name"]: self.root / s["path"] for s in self.info["scenes"]}
+
+    @property
+    def coarse_scenes(self) -> dict[str, Path]:
+        """Scene name → its coarse multispectral twin (10 m, RGB + NIR; see
+        :mod:`geobind.synth.coarse`)."""
+        return {s["name"]: self.root / s["coarse"]["path"] for s in self.info["scenes"]}
 
     @property
     def landcover(self) -> dict[str, Path]:
@@ -550,6 +558,12 @@ def _generate(root: Path, preset: WorldPreset, seed: int, pmap: _Mapper, bar) ->
                 cloud_cover=preset.cloud_cover,
             )
             landcover, transform = _write_scene(spec, lay, root / "scenes", pmap, pbar)
+            coarse = write_coarse_twin(
+                root / "scenes" / f"{spec.name}.tif",
+                root / "scenes" / f"{spec.name}_landcover.tif",
+                root / "scenes" / f"{spec.name}_coarse.tif",
+                seed=seed * 1000 + i,
+            )
             rng = np.random.default_rng([seed, i, 7])
             g, a = _sample_points(spec, preset, landcover, ground_gsd, (n_g[i], n_a[i]), rng)
             ground_pts.append(g)
@@ -564,6 +578,7 @@ def _generate(root: Path, preset: WorldPreset, seed: int, pmap: _Mapper, bar) ->
                     "center_lonlat": list(spec.center),
                     "path": f"scenes/{spec.name}.tif",
                     "landcover": f"scenes/{spec.name}_landcover.tif",
+                    "coarse": {"path": f"scenes/{spec.name}_coarse.tif", **coarse},
                     "transform": list(transform)[:6],
                     "ground_gsd_m": ground_gsd,
                     "nodata": 0,

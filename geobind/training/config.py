@@ -20,6 +20,10 @@ class TrainConfig:
         world: a synthetic world folder (sets ``scenes`` and ``manifest``).
         scenes: GeoTIFF scenes, when not using a world.
         manifest: point manifest (photos for stage 1 and pretrain-clip, audio for stage 2).
+        pairs: a pair dataset (one overhead image per photo or recording; see
+            :mod:`geobind.data.pairs`) instead of scenes and a manifest.
+        pairs_format: force the pair dataset's layout (default: detected).
+        pairs_gsd: ground metres per pixel of the pair dataset's overhead images.
         max_minutes: wall-clock budget for fitting (Lightning ``max_time``).
         jitter_px, gain_jitter, haze_jitter: stage-1 chip augmentation (see
             :class:`~geobind.data.datasets.PairedChips`): centre shift in pixels, per-band gain
@@ -37,6 +41,9 @@ class TrainConfig:
     world: str | None = None
     scenes: list[str] = field(default_factory=list)
     manifest: str | None = None
+    pairs: str | None = None
+    pairs_format: str | None = None
+    pairs_gsd: float | None = None
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-4

@@ -75,7 +75,9 @@ class AudioClips(Dataset):
         max_windows: int = 8,
         seed: int = 0,
     ):
-        self.clips, self.features, self.augment = list(clips), features, augment
+        # a Sequence stays as it is: clips decoded on demand (pair datasets) are never all loaded
+        self.clips = clips if isinstance(clips, Sequence) else list(clips)
+        self.features, self.augment = features, augment
         self.max_windows, self.seed = max_windows, seed
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by live workers
         self.rate = int(features.sampling_rate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 
 from geobind.errors import InputDataError
 from geobind.training.metrics import random_embeddings, retrieval_metrics, zero_shot_classification
+from geobind.training.stages import anchor_embeddings
 
 __all__ = ["evaluate", "format_metrics"]
 
@@ -35,7 +37,15 @@ def _class_prompts(names: list[str]) -> dict[str, list[str]]:
     return {n: phrases.get(n, [f"a photo of {n}", n]) for n in names}
 
 
-def _text_classes(model, names: list[str]) -> torch.Tensor:
+def text_classes(model, names: list[str]) -> torch.Tensor:
+    """One unit text vector per class: the mean of its prompts' embeddings (the synthetic world's
+    caption phrases when the names are its classes, else ``"a photo of <name>"`` and the name).
+
+    Example:
+        >>> import geobind
+        >>> text_classes(geobind.load("tiny"), ["water", "forest"]).shape
+        torch.Size([2, 64])
+    """
     prompts = _class_prompts(names)
     vecs = [model["text"].embed(prompts[n]).mean(0) for n in names]
     return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
@@ -69,14 +79,35 @@ def _chance(fixed: torch.Tensor, *, random_queries: bool, seed: int) -> dict[str
 
 def evaluate(
     model,
-    data: str | Path,
+    data: str | Path | None = None,
     *,
+    pairs: str | Path | None = None,
+    pairs_format: str | None = None,
+    pairs_gsd: float | None = None,
+    scenes: Sequence[str | Path] = (),
+    ground_manifest: str | Path | None = None,
+    audio_manifest: str | Path | None = None,
     split: str = "test",
     batch_size: int = 64,
     baselines: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on the ``split`` points of a synthetic world folder ``data``.
+    """Evaluate ``model`` on the ``split`` samples of a world, scenes + manifests, or pairs.
+
+    The paper's protocol: retrieval sat→ground and ground→sat (R@1/5/10/100), sat→audio and
+    audio→sat, median rank and gallery size, beside the same-run baselines (random embeddings;
+    the untrained, CLIP-initialised satellite encoder). With a synthetic world (``data``) also
+    zero-shot land cover from text prompts and the emergent links (text→audio, audio→ground),
+    which need its land-cover labels. A pair dataset gives the retrieval of its kind (ground
+    photos or audio).
+
+    Args:
+        model: a loaded model, a model folder or a preset.
+        data: a synthetic world folder.
+        pairs: a pair dataset (:mod:`geobind.data.pairs`), with ``pairs_format`` and
+            ``pairs_gsd`` as for training.
+        scenes: GeoTIFF scenes, with ``ground_manifest`` and/or ``audio_manifest``.
+        split: the split to evaluate.
 
     Returns a nested dict of metrics; see :func:`format_metrics` for a readable table.
 
@@ -89,76 +120,96 @@ def evaluate(
         ['model', 'random', 'untrained']
     """
     import geobind
-    from geobind.data.manifest import read_manifest
-    from geobind.synth import load_world
-    from geobind.training.stages import _chips, anchor_embeddings
+    from geobind.training.config import TrainConfig
+    from geobind.training.sources import paired_data
 
     start = time.perf_counter()
     model = model if isinstance(model, torch.nn.Module) else geobind.load(model, device="auto")
-    world = load_world(data)
-    scenes = [str(p) for p in world.scenes.values()]
-    names = [c["name"] for c in world.info["classes"]]
+    given = [data is not None, pairs is not None, bool(scenes)]
+    if sum(given) != 1:
+        raise InputDataError(
+            "evaluate one source: a synthetic world (data / --world), a pair dataset (--pairs) "
+            "or GeoTIFF scenes with manifests (--scenes with --ground-manifest/--audio-manifest)"
+        )
+    sources = {}
+    if data is not None:
+        from geobind.synth import load_world
+
+        world = load_world(data)
+        sources = {"ground": TrainConfig(world=str(data))}
+        if world.audio_manifest.is_file():
+            sources["audio"] = TrainConfig(world=str(data))
+    elif pairs is not None:
+        from geobind.data.pairs import open_pairs
+
+        kind = open_pairs(pairs, format=pairs_format).kind
+        sources = {kind: TrainConfig(pairs=str(pairs), pairs_format=pairs_format,
+                                     pairs_gsd=pairs_gsd)}  # fmt: skip
+    else:
+        for kind, manifest in (("ground", ground_manifest), ("audio", audio_manifest)):
+            if manifest is not None:
+                sources[kind] = TrainConfig(scenes=[str(p) for p in scenes], manifest=str(manifest))
+        if not sources:
+            raise InputDataError("--scenes needs --ground-manifest and/or --audio-manifest")
     untrained = copy.deepcopy(model["sat"])
     untrained.visual.load_state_dict(model["ground"].visual.state_dict())
     out: dict[str, Any] = {
         "split": split,
         "model": model.name,
         "stages": [s["stage"] for s in model.config.get("stages", [])],
+        "source": {k: v.world or v.pairs or v.manifest for k, v in sources.items()},
     }
+    embedded = {}
+    for kind, cfg in sources.items():
+        if kind == "audio" and "audio" not in model.modalities:
+            continue
+        pairs_ = paired_data(cfg, model, kind, split)
+        sat = anchor_embeddings(model["sat"], pairs_.chips, batch_size)
+        other = model[kind].embed(pairs_.items, batch_size=batch_size, progress=progress)
+        embedded[kind] = (pairs_, sat, other)
+        extra = {}
+        if baselines and kind == "ground":
+            extra = {"untrained": anchor_embeddings(untrained, pairs_.chips, batch_size)}
+        out[f"sat→{kind}"] = _retrieval(sat, other, {k: (v, other) for k, v in extra.items()})
+        out[f"{kind}→sat"] = _retrieval(other, sat, {k: (other, v) for k, v in extra.items()})
+        if baselines:
+            seed = 1 if kind == "ground" else 2
+            out[f"sat→{kind}"]["random"] = _chance(other, random_queries=True, seed=seed)
+            out[f"{kind}→sat"]["random"] = _chance(other, random_queries=False, seed=seed)
+        if extra:
+            embedded["untrained"] = extra["untrained"]
+    if data is not None and "ground" in embedded:
+        _labelled(out, model, world, embedded, baselines)
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
 
-    def points(manifest: Path):
-        gdf = read_manifest(manifest)
-        gdf = gdf[gdf["split"] == split]
-        if len(gdf) == 0:
-            raise InputDataError(f"{manifest} has no {split!r} points")
-        chips = _chips(scenes, gdf, model)
-        return chips, chips.points
 
-    g_chips, g_pts = points(world.ground_manifest)
-    sat_g = anchor_embeddings(model["sat"], g_chips, batch_size)
-    ground = model["ground"].embed(list(g_pts["path"]), batch_size=batch_size, progress=progress)
-    extra = {}
-    if baselines:
-        extra = {"untrained": anchor_embeddings(untrained, g_chips, batch_size)}
-    out["sat→ground"] = _retrieval(sat_g, ground, {k: (v, ground) for k, v in extra.items()})
-    out["ground→sat"] = _retrieval(ground, sat_g, {k: (ground, v) for k, v in extra.items()})
-    if baselines:
-        out["sat→ground"]["random"] = _chance(ground, random_queries=True, seed=1)
-        out["ground→sat"]["random"] = _chance(ground, random_queries=False, seed=1)
-
-    text = _text_classes(model, names)
-    labels_g = g_pts["landcover_id"].to_numpy().astype(int) - 1
+def _labelled(out, model, world, embedded, baselines: bool) -> None:
+    """Zero-shot land cover and the emergent links, where the world's labels say the truth."""
+    names = [c["name"] for c in world.info["classes"]]
+    text = text_classes(model, names)
+    g_data, sat_g, ground = embedded["ground"]
+    labels_g = g_data.points["landcover_id"].to_numpy().astype(int) - 1
     zs = {"model": zero_shot_classification(sat_g, text, labels_g, class_names=names)}
     if baselines:
         zs["untrained"] = zero_shot_classification(
-            extra["untrained"], text, labels_g, class_names=names
+            embedded["untrained"], text, labels_g, class_names=names
         )
     out["zero-shot land cover (sat, text prompts)"] = zs
-
-    if "audio" in model.modalities and world.audio_manifest.is_file():
-        a_chips, a_pts = points(world.audio_manifest)
-        sat_a = anchor_embeddings(model["sat"], a_chips, batch_size)
-        audio = model["audio"].embed(list(a_pts["path"]), progress=progress)
-        out["sat→audio"] = _retrieval(sat_a, audio, {})
-        out["audio→sat"] = _retrieval(audio, sat_a, {})
-        if baselines:  # random audio embeddings
-            out["sat→audio"]["random"] = _chance(sat_a, random_queries=False, seed=2)
-            out["audio→sat"]["random"] = _chance(sat_a, random_queries=True, seed=2)
-        labels_a = a_pts["landcover_id"].to_numpy().astype(int) - 1
-        out["text→audio (zero-shot audio land cover)"] = {
-            "model": zero_shot_classification(audio, text, labels_a, class_names=names)
-        }
-        nearest = (audio @ ground.T).argmax(1).numpy()
-        match = float(np.mean(labels_g[nearest] == labels_a))
-        chance = float(
-            sum(np.mean(labels_a == c) * np.mean(labels_g == c) for c in range(len(names)))
-        )
-        out["audio→ground (same land cover at top-1)"] = {
-            "model": {"match_rate": match, "queries": len(audio), "gallery_size": len(ground)},
-            "chance": {"match_rate": chance},
-        }
-    out["seconds"] = round(time.perf_counter() - start, 1)
-    return out
+    if "audio" not in embedded:
+        return
+    a_data, _, audio = embedded["audio"]
+    labels_a = a_data.points["landcover_id"].to_numpy().astype(int) - 1
+    out["text→audio (zero-shot audio land cover)"] = {
+        "model": zero_shot_classification(audio, text, labels_a, class_names=names)
+    }
+    nearest = (audio @ ground.T).argmax(1).numpy()
+    match = float(np.mean(labels_g[nearest] == labels_a))
+    chance = float(sum(np.mean(labels_a == c) * np.mean(labels_g == c) for c in range(len(names))))
+    out["audio→ground (same land cover at top-1)"] = {
+        "model": {"match_rate": match, "queries": len(audio), "gallery_size": len(ground)},
+        "chance": {"match_rate": chance},
+    }
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

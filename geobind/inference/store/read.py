@@ -2,7 +2,8 @@
 
 :func:`query_store` scores a stored grid against a text, audio or photo query a few chunks at a
 time, so stores larger than memory work, and streams the map into the writers of
-:mod:`geobind.inference.outputs` (a COG, a PNG) or keeps the best cells (a top-k scan).
+:mod:`geobind.inference.outputs` (a COG, a PNG, an interactive page) or keeps the best cells (a
+top-k scan).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from geobind.inference.outputs import (
     CogWriter,
     output_kind,
     png_step,
+    write_html,
     write_png,
     write_vector,
 )
@@ -56,14 +58,13 @@ def open_store(store: str | os.PathLike, *, group: str | None = None) -> Any:
     ``group`` may be left out when the store holds one scene.
 
     Example:
-        >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> import numpy as np
+        >>> from geobind.georef import GeoBox
         >>> from geobind.inference.store import embed_to_zarr
-        >>> scene = xr.DataArray(np.full((3, 96, 96), 120, np.uint8), dims=("band", "y", "x"),
-        ...     coords={"y": 4_600_000.5 - np.arange(96), "x": 500_000.5 + np.arange(96)})
-        >>> tmp = getfixture("tmp_path")
-        >>> scene.rio.write_crs(32633).rio.to_raster(tmp / "scene.tif")
-        >>> _ = embed_to_zarr(tmp / "scene.tif", tmp / "s.zarr", model="tiny", stride=32)
-        >>> grid = open_store(tmp / "s.zarr")
+        >>> tif = GeoBox.from_origin(500_000, 4_600_096, 1, (96, 96), "EPSG:32633").write_geotiff(
+        ...     getfixture("tmp_path") / "scene.tif", np.full((3, 96, 96), 120, np.uint8))
+        >>> _ = embed_to_zarr(tif, tif.with_name("s.zarr"), model="tiny", stride=32)
+        >>> grid = open_store(tif.with_name("s.zarr"))
         >>> grid.dims, str(grid.rio.crs)
         (('embedding', 'y', 'x'), 'EPSG:32633')
     """
@@ -152,6 +153,7 @@ def query_store(
     groups: Sequence[str] | None = None,
     top_k: int | None = None,
     png: bool = False,
+    tiles: str | None = "OpenStreetMap",
     progress: bool = False,
 ) -> list[Path]:
     """Score a store against one query, chunk by chunk, and write maps or the best cells.
@@ -161,10 +163,14 @@ def query_store(
     which must carry the satellite encoder that embedded the store: the store's model or a later
     binding stage of it. ``out``'s suffix picks the output: ``.tif`` a Cloud-Optimised GeoTIFF of
     cosine similarity (float32, NaN nodata, the store's CRS); ``.png`` a rendered map with a
-    colour bar; ``.geojson``, ``.parquet`` or ``.gpkg`` the ``top_k`` best cells (default 10) as
-    polygons, best first. ``png=True`` also writes a PNG next to a GeoTIFF, and ``top_k`` with a
-    map also writes ``<out>.geojson``. With several groups each gets its own file
-    (``map_<group>.tif``). The files are written by :mod:`geobind.inference.outputs`.
+    colour bar; ``.html`` an interactive map (the page :func:`geobind.explore` makes: the map as
+    an overlay with its legend, the ``top_k`` best cells (default 10) with rank and score, the
+    scene's RGB when the store's source file is still there, and ``tiles`` as the base map, or
+    none with ``tiles=None``: the page then needs no network); ``.geojson``, ``.parquet`` or
+    ``.gpkg`` the ``top_k`` best cells (default 10) as polygons, best first. ``png=True`` also
+    writes a PNG next to a GeoTIFF, and ``top_k`` with a map also writes ``<out>.geojson``.
+    With several groups each gets its own file (``map_<group>.tif``). The files are written by
+    :mod:`geobind.inference.outputs`.
 
     Returns:
         The files written.
@@ -174,13 +180,14 @@ def query_store(
         InputDataError: an output suffix it cannot tell, a missing store, group or folder.
 
     Example:
-        >>> import numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> import numpy as np
         >>> from geobind.inference.store import embed_to_zarr
-        >>> scene = xr.DataArray(np.full((3, 96, 96), 120, np.uint8), dims=("band", "y", "x"),
-        ...     coords={"y": 4_600_000.5 - np.arange(96), "x": 500_000.5 + np.arange(96)})
+        >>> from geobind.georef import GeoBox
         >>> tmp = getfixture("tmp_path")
-        >>> scene.rio.write_crs(32633).rio.to_raster(tmp / "scene.tif")
-        >>> _ = embed_to_zarr(tmp / "scene.tif", tmp / "s.zarr", model="tiny", stride=32)
+        >>> scene = np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8)
+        >>> tif = GeoBox.from_origin(0, 96, 1, (96, 96), "EPSG:32633").write_geotiff(tmp / "a.tif",
+        ...                                                                          scene)
+        >>> _ = embed_to_zarr(tif, tmp / "s.zarr", model="tiny", stride=32)
         >>> [p.name for p in query_store(tmp / "s.zarr", "a busy highway", tmp / "map.tif")]
         ['map.tif']
     """
@@ -207,13 +214,21 @@ def query_store(
             raise InputDataError("query_store takes one query at a time")
         similarity = scores(grid, vectors, labels, False)
         target = out if len(names) == 1 else out.with_name(f"{out.stem}_{name}{out.suffix}")
-        written += _write_outputs(similarity, grid, target, labels[0], name, top_k, png, progress)
+        bands = getattr(chosen, "config", {}).get("sat", {}).get("bands", [1, 2, 3])
+        page = {"tiles": tiles, "bands": bands}
+        written += _write_outputs(
+            similarity, grid, target, labels[0], name, top_k, png, progress, page
+        )
     return written
 
 
-def _write_outputs(similarity, grid, target: Path, label: str, group: str, top_k, png, progress):
+def _write_outputs(
+    similarity, grid, target: Path, label: str, group: str, top_k, png, progress, page=None
+):
     """Stream a lazy ``(y, x)`` map, a few chunks at a time, into the outputs ``target`` asks
-    for: a COG (and its PNG), a PNG sampled to at most ``PNG_MAX_SIDE`` a side, the best cells."""
+    for: a COG (and its PNG), a PNG sampled to at most ``PNG_MAX_SIDE`` a side, the best cells,
+    an interactive page (the sampled map and the best cells; ``page``: its ``tiles`` and the
+    ``bands`` of the scene's RGB)."""
     ny, nx = similarity.shape
     transform, crs = grid.rio.transform(), grid.rio.crs
     kind = output_kind(target)
@@ -226,9 +241,11 @@ def _write_outputs(similarity, grid, target: Path, label: str, group: str, top_k
         if kind == "vector"
         else (target.with_suffix(".geojson") if top_k is not None else None)
     )
-    best = _TopK(top_k or 10, nx) if vector_path is not None else None
+    html = kind == "html"
+    best = _TopK(top_k or 10, nx) if vector_path is not None or html else None
     step = png_step((ny, nx))
-    image = np.full((-(-ny // step), -(-nx // step)), np.nan, np.float32) if png_path else None
+    sampled = png_path is not None or html
+    image = np.full((-(-ny // step), -(-nx // step)), np.nan, np.float32) if sampled else None
     ok = False
     try:
         for rows, cols, values in _blocks(similarity, progress, f"query {group}"):
@@ -247,10 +264,23 @@ def _write_outputs(similarity, grid, target: Path, label: str, group: str, top_k
         if cog is not None:
             cog.close(ok)
     written = [target] if cog is not None else []
-    if image is not None:
+    if png_path is not None:
         write_png(png_path, image, grid.rio.bounds(), crs, f"{label!r} — {group}")
         written.append(png_path)
-    if best is not None:
+    if html:
+        from affine import Affine
+
+        from geobind.inference.webmap import MapLayer, source_rgb
+
+        page = page or {}
+        cells = best.frame(transform, crs, group)
+        layer = MapLayer(
+            label, image, transform * Affine.scale(step), crs, cells, bounds=grid.rio.bounds()
+        )
+        scene = source_rgb(grid.attrs.get("source"), page.get("bands", (1, 2, 3)))
+        write_html(target, [layer], rgb=scene, tiles=page.get("tiles", "OpenStreetMap"))
+        written.append(target)
+    if vector_path is not None:
         write_vector(best.frame(transform, crs, group), vector_path)
         written.append(vector_path)
     return written

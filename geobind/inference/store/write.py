@@ -339,6 +339,9 @@ def embed_to_zarr(
                 skipped += finished
                 total += len(pending) + finished
             summary = _run(root, jobs, model, dask_client, progress, tqdm)
+            from geobind.inference.index import refresh_after_write
+
+            refresh_after_write(root)  # a store's search index (if any) follows its groups
     except BaseException:
         if created:  # nothing of a new store was written: leave no empty folder behind
             with contextlib.suppress(OSError):

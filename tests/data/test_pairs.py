@@ -1,0 +1,186 @@
+"""Pair datasets: the four layouts, bad samples, streaming order, and the same chips as scenes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import geobind
+from geobind.data.pairs import BadSampleError, PairChips, PairSampler, detect_format, open_pairs
+from geobind.errors import InputDataError
+from geobind.synth import export_pairs
+from geobind.training.config import TrainConfig
+from geobind.training.sources import paired_data
+from geobind.training.stages import anchor_embeddings
+
+LAYOUTS = {
+    "manifest": "ground",
+    "webdataset": "ground",
+    "soundingearth-hub": "audio",
+    "soundingearth": "audio",
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    return {
+        layout: export_pairs(tiny_world, root / layout, layout=layout, size=64)
+        for layout in LAYOUTS
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return geobind.load("tiny", device="cpu")
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_each_layout_is_detected_indexed_and_decoded(exported, layout):
+    path = exported[layout]
+    assert detect_format(path) == layout
+    pairs = open_pairs(path, gsd=1.0)
+    assert (pairs.format, pairs.kind) == (layout, LAYOUTS[layout])
+    assert len(pairs) > 20 and set(pairs.table["split"]) == {"train", "val", "test"}
+    assert pairs.table["longitude"].between(14.9, 15.1).all()  # the tiny world is at 15° E
+    image = pairs.overhead(len(pairs) - 1)
+    assert image.shape == (3, 64, 64) and image.dtype == np.uint8
+    item = pairs.item(0)
+    if pairs.kind == "ground":
+        assert item.size[0] > 0 and item.mode == "RGB"
+    else:
+        samples, rate = item
+        assert rate > 8000 and samples.ndim == 1 and len(samples) > rate  # a clip of seconds
+    points = pairs.split("val").points()
+    assert points.crs.to_epsg() == 4326 and (points["split"] == "val").all()
+
+
+def test_pair_chips_equal_the_scene_chips_and_give_the_same_metrics(
+    exported, tiny_world, tiny, tmp_path
+):
+    """Exported losslessly (PNG, manifest layout), a pair's chip is the scene's chip: the same
+    anchors, and evaluation gives the same numbers as on the scenes."""
+    pairs_cfg = TrainConfig(pairs=str(exported["manifest"]), pairs_gsd=1.0)
+    from_pairs = paired_data(pairs_cfg, tiny, "ground", "train")
+    scene_cfg = TrainConfig(world=str(tiny_world.root))
+    from_scenes = paired_data(scene_cfg, tiny, "ground", "train")
+    keys = from_pairs.points["key"].str.split("-").str[1].astype(int).to_numpy()
+    rows = {idx: i for i, idx in enumerate(from_scenes.points.index)}
+    order = [rows[k] for k in keys]  # the scene dataset's items for the exported points
+    assert from_pairs.chips.crop == tiny.config["sat"]["chip_size"]  # 32 px at 1 m
+    for i in (0, 7, len(keys) - 1):
+        np.testing.assert_array_equal(
+            from_pairs.chips.raw(i)[0], from_scenes.chips.raw(order[i])[0]
+        )
+    a = anchor_embeddings(tiny["sat"], from_pairs.chips)
+    b = anchor_embeddings(tiny["sat"], from_scenes.chips)[order]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    from geobind.training.evaluate import evaluate
+
+    by_pairs = evaluate(tiny, pairs=exported["manifest"], pairs_gsd=1.0, split="train")
+    assert by_pairs["sat→ground"]["model"]["gallery_size"] == len(keys)
+    assert "untrained" in by_pairs["sat→ground"] and "random" in by_pairs["ground→sat"]
+    # the same points through the scene path: the same numbers (tolerance: float rounding)
+    manifest = from_scenes.points.iloc[order]
+    manifest.to_parquet(tmp_path / "points.parquet")
+    by_scenes = evaluate(tiny, scenes=list(tiny_world.scenes.values()),
+                         ground_manifest=tmp_path / "points.parquet", split="train")  # fmt: skip
+    for task in ("sat→ground", "ground→sat"):
+        for run in ("model", "untrained"):
+            for key, value in by_pairs[task][run].items():
+                assert by_scenes[task][run][key] == pytest.approx(value, abs=1e-6), (task, key)
+
+
+def test_footprint_crop_follows_the_model_and_the_datasets_gsd(exported, tiny):
+    pairs = open_pairs(exported["webdataset"], gsd=0.5)  # say the 64 px cover 32 m
+    chips = PairChips(pairs, chip_size=32, model_gsd=1.0, out_size=32)
+    assert chips.crop == 64 and chips.raw(0)[0].shape == (3, 64, 64)
+    assert chips[0]["image"].shape == (3, 32, 32)
+    unknown = PairChips(open_pairs(exported["webdataset"]), chip_size=32, model_gsd=1.0)
+    assert unknown.crop is None and unknown.raw(0)[0].shape == (3, 64, 64)  # the whole image
+    aug = PairChips(pairs.subset([0]), chip_size=16, model_gsd=1.0, augment=True, seed=3)
+    aug.set_epoch(1)
+    first = aug[0]["image"]
+    aug.set_epoch(1)
+    assert torch.equal(first, aug[0]["image"])  # draws depend on (seed, epoch, index) only
+
+
+def test_bad_samples_are_skipped_and_counted(exported, tmp_path, tiny, caplog):
+    src = exported["webdataset"] / "train-000000.tar"
+    broken = tmp_path / "train-000000.tar"
+    with tarfile.open(src) as tar, tarfile.open(broken, "w") as out:
+        for n, member in enumerate(tar):
+            data = tar.extractfile(member).read()
+            if n < 6 and member.name.endswith("overhead.jpg"):
+                data = b"not a jpeg"
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    pairs = open_pairs(broken)
+    with pytest.raises(BadSampleError, match="cannot decode the overhead image"):
+        pairs.overhead(0)
+    with caplog.at_level(logging.WARNING, logger="geobind.training.sources"):
+        data = paired_data(TrainConfig(pairs=str(broken)), tiny, "ground", "train")
+    assert len(data.chips) == len(pairs) - 2 and data.record["skipped"] == 2
+    assert "2 undecodable sample(s) skipped" in caplog.text
+
+
+def test_bad_tables_are_one_line_errors(exported, tmp_path, caplog):
+    table = pd.read_csv(exported["manifest"] / "pairs.csv")
+    table.drop(columns="sat_path").to_csv(tmp_path / "no_sat.csv", index=False)
+    with pytest.raises(InputDataError, match=r"lacks the column\(s\) \['sat_path'\]"):
+        open_pairs(tmp_path / "no_sat.csv", format="manifest")
+    bad = table.copy()
+    bad.loc[:2, "latitude"] = 123.0  # out of range: skipped, counted
+    bad["sat_path"] = [str(exported["manifest"] / p) for p in bad["sat_path"]]
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with caplog.at_level(logging.WARNING, logger="geobind.data.pairs"):
+        pairs = open_pairs(tmp_path / "bad.csv")
+    assert len(pairs) == len(table) - 3 and "3 sample(s) without valid" in caplog.text
+    with pytest.raises(InputDataError, match="no 'holdout' samples"):
+        pairs.split("holdout")
+    with pytest.raises(InputDataError, match="does not exist"):
+        open_pairs(tmp_path / "missing")
+    with pytest.raises(InputDataError, match="unknown pair format"):
+        open_pairs(tmp_path / "bad.csv", format="zip")
+    meta = pd.read_csv(exported["soundingearth"] / "metadata.csv").drop(columns="mp3name")
+    (tmp_path / "se").mkdir()
+    meta.to_csv(tmp_path / "se" / "metadata.csv", index=False)
+    with pytest.raises(InputDataError, match="mp3name"):
+        open_pairs(tmp_path / "se")
+
+
+def test_streaming_order_reads_each_row_group_once(exported):
+    pairs = open_pairs(exported["soundingearth-hub"])
+    sampler = PairSampler(pairs, shuffle=True, seed=0)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(pairs))) and order != sorted(order)
+    groups = (pairs.table["file"] + ":" + pairs.table["row_group"].astype(str)).to_numpy()[order]
+    changes = int((groups[1:] != groups[:-1]).sum())
+    assert changes == len(set(groups)) - 1  # every row group visited in one run
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_hub_structs_and_metadata_match_the_published_layout(exported):
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(next(exported["soundingearth-hub"].glob("train-*.parquet")))
+    assert str(schema.field("googleearth_image").type) == "struct<bytes: binary, path: string>"
+    assert str(schema.field("audio").type) == "struct<bytes: binary, path: string>"
+    with tarfile.open(next(exported["webdataset"].glob("train-*.tar"))) as tar:
+        names = tar.getnames()[:3]
+        meta = json.loads(tar.extractfile(names[2]).read())
+    assert [n.split(".", 1)[1] for n in names] == [
+        "overhead.jpg",
+        "groundlevel.jpg",
+        "metadata.json",
+    ]
+    assert set(meta) == {"latitude", "longitude", "date_taken"}
