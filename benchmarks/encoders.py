@@ -176,7 +176,7 @@ def _write_published(home: Path, name: str) -> dict:
     return refs
 
 
-def bench_published(names: list[str], n: int, batch_size: int) -> list[tuple]:
+def bench_published(names: list[str], n: int, batch_size: int, repeat: int = 5) -> list[tuple]:
     import os
 
     import geobind
@@ -221,7 +221,7 @@ def bench_published(names: list[str], n: int, batch_size: int) -> list[tuple]:
             def pipeline(enc=enc, items=items):
                 enc.embed(items, batch_size=batch_size)
 
-            r_bare, r_pipe = _rates(bare, pipeline, len(items))
+            r_bare, r_pipe = _rates(bare, pipeline, len(items), repeat)
             with torch.inference_mode():
                 x = prepared[0]
                 got = enc.embed(items[: len(x)], batch_size=batch_size)
@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--repeat", type=int, default=5, help="best of this many timed runs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -258,7 +259,7 @@ def main() -> None:
         n = max(16, args.n // 4)
         print(f"\n{'published model':<21}{'modality':<9}{'items':>6}{'embed/s':>10}", end="")
         print(f"{'bare/s':>10}{'ratio':>7}{'max|d|':>9}{'load s':>8}")
-        for row in bench_published(names, n, args.batch_size):
+        for row in bench_published(names, n, args.batch_size, args.repeat):
             print(
                 f"{row[0]:<21}{row[1]:<9}{row[2]:>6}{row[3]:>10.1f}{row[4]:>10.1f}{row[5]:>7.2f}"
                 f"{row[6]:>9.1e}{row[7]:>8.1f}"

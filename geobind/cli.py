@@ -577,9 +577,7 @@ def index_cmd(
     rerank: Annotated[
         int | None, typer.Option(help="Candidates re-ranked exactly per result (0: none).")
     ] = None,
-    train: Annotated[
-        int | None, typer.Option(help="Vectors sampled to train the index.")
-    ] = None,
+    train: Annotated[int | None, typer.Option(help="Vectors sampled to train the index.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Build a store's search index (kept in STORE/_index), or add the groups written since."""

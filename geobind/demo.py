@@ -370,6 +370,8 @@ def summary(result: DemoResult) -> str:
         >>> "geobind query" in summary(r)
         True
     """
+    from geobind.training.registry import list_stages
+
     lines = [f"geobind demo: outputs in {result.out}/"]
     if result.report is not None:
         lines.append(f"  report      {result.report}  (open it in a browser)")
@@ -403,8 +405,12 @@ def summary(result: DemoResult) -> str:
     timing = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     lines += [
         f"steps: {timing}" + (f"  (reused: {', '.join(result.reused)})" if result.reused else ""),
+        "binding stages (geobind.training.registry): "
+        + "; ".join(f"{st.name} {st.trained} ← {st.anchor}" for st in list_stages()),
         "next:",
         "  jupyter lab examples/quickstart.ipynb",
+        f"  geobind train stage3 --model {result.model} --world {result.out / 'world'} "
+        f"--out {result.out / 'stage3'}  (a coarse 10 m RGB+NIR sensor)",
         f'  geobind query {result.store} "a sandy beach" -o beach.html --tiles none',
         f'  geobind query {result.store} "a sandy beach" -o beach.tif --png',
         f"  geobind embed YOUR.tif -o yours.zarr --model {result.model}",

@@ -28,7 +28,14 @@ from geobind.errors import CRSMismatchWarning
 from geobind.georef import GeoBox
 from geobind.inference.raster import embed_raster, plan_grid
 from geobind.inference.vector import embed_geometries
-from geobind.training.stages import _chips, anchor_embeddings
+from geobind.training.stages import anchor_embeddings
+
+
+def _chips(scenes, points, model) -> PairedChips:
+    """Chips as the stage anchors read them (the satellite encoder's size, GSD, bands, scale)."""
+    sat, cfg = model["sat"], model.config["sat"]
+    return PairedChips(scenes, points, chip_size=cfg["chip_size"], gsd=cfg.get("gsd"),
+                       out_size=sat.image_size, bands=sat.bands, scale=sat.scale)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

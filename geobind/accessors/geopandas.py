@@ -15,7 +15,6 @@ first use.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -36,16 +35,12 @@ def _geometry(obj: Any) -> Any:
         return None
     import geopandas as gpd
 
-    if isinstance(obj, gpd.GeoSeries):
-        return obj
-    if isinstance(obj, gpd.GeoDataFrame):
-        try:
-            return obj.geometry
-        except AttributeError:  # no active geometry column
-            return None
     if isinstance(obj, pd.Series) and isinstance(obj.dtype, gpd.array.GeometryDtype):
         return gpd.GeoSeries(obj)
-    return None
+    try:
+        return _api()._geo(obj)  # a GeoDataFrame's active geometry, or a GeoSeries
+    except InputDataError:  # a GeoDataFrame without an active geometry column
+        return None
 
 
 @pd.api.extensions.register_series_accessor("geobind")
@@ -75,20 +70,10 @@ class GeoBindGeoAccessor:
         self._obj = obj
         self._geo = geo
 
-    def embed(
-        self,
-        raster: Any = None,
-        *,
-        grid: Any = None,
-        model: Any = None,
-        chip_size: int | None = None,
-        stride: int | None = None,
-        batch_size: int = 64,
-        nodata_fraction: float = 0.5,
-        bands: Sequence[int] | None = None,
-        gsd: float | None = None,
-    ) -> pd.DataFrame:
-        """Embed each geometry: :func:`geobind.embed` on these geometries.
+    def embed(self, raster: Any = None, **kw: Any) -> pd.DataFrame:
+        """Embed each geometry: :func:`geobind.embed` on these geometries (``raster=`` the
+        pixels, or ``grid=``; the other keywords are the function's: ``model``, ``chip_size``,
+        ``stride``, ``batch_size``, ``nodata_fraction``, ``bands``, ``gsd``).
 
         A DataFrame on the frame's index, columns ``0 … embed_dim − 1``: points take the chip
         centred on them (with only a ``grid``: the cell holding them), polygons and lines the
@@ -109,34 +94,12 @@ class GeoBindGeoAccessor:
             >>> emb.shape, emb.isna().all(axis=1).tolist()
             ((3, 64), [False, False, True])
         """
-        return _api().embed(
-            self._target,
-            model,
-            raster=raster,
-            grid=grid,
-            chip_size=chip_size,
-            stride=stride,
-            batch_size=batch_size,
-            nodata_fraction=nodata_fraction,
-            bands=bands,
-            gsd=gsd,
-        )
+        return _api().embed(self._target, raster=raster, **kw)
 
-    def similarity(
-        self,
-        query: Any = None,
-        *,
-        raster: Any = None,
-        grid: Any = None,
-        model: Any = None,
-        text: str | Sequence[str] | None = None,
-        audio: Any = None,
-        image: Any = None,
-        vector: Any = None,
-        templates: Sequence[str] | None = None,
-        **embed_kw: Any,
-    ) -> pd.Series | pd.DataFrame:
-        """Cosine similarity of each geometry's embedding with a query: :func:`geobind.similarity`.
+    def similarity(self, query: Any = None, **kw: Any) -> pd.Series | pd.DataFrame:
+        """Cosine similarity of each geometry's embedding with a query: :func:`geobind.similarity`
+        (with ``raster=`` or ``grid=``, ``model=``, the query keywords ``text``, ``audio``,
+        ``image``, ``vector``, ``templates``, and the embedding settings of :meth:`embed`).
 
         One query gives a Series named ``similarity`` on the frame's index, a list a DataFrame
         with one column per query; NaN where the geometry has no embedding.
@@ -154,19 +117,7 @@ class GeoBindGeoAccessor:
             >>> s.name, s.index.tolist(), both.columns.tolist()
             ('similarity', [10, 20], ['a lake', 'a forest'])
         """
-        return _api().similarity(
-            self._target,
-            query,
-            raster=raster,
-            grid=grid,
-            model=model,
-            text=text,
-            audio=audio,
-            image=image,
-            vector=vector,
-            templates=templates,
-            **embed_kw,
-        )
+        return _api().similarity(self._target, query, **kw)
 
     def search(self, query: Any = None, *, k: int = 10, **kw: Any) -> Any:
         """The ``k`` geometries most similar to ``query``, best first: :func:`geobind.top_k`.

@@ -11,10 +11,13 @@ queries embed once.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import xarray as xr
+
+from geobind.inference import api  # the functions only: nothing heavy loads with it
 
 __all__ = ["GeoBindArrayAccessor", "GeoBindDatasetAccessor"]
 
@@ -29,221 +32,117 @@ class GeoBindArrayAccessor:
 
     Example:
         >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-        >>> raster = xr.DataArray(
-        ...     np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8),
-        ...     dims=("band", "y", "x"),
-        ...     coords={"y": 500.5 - np.arange(96), "x": 300.5 + np.arange(96)},
-        ... ).rio.write_crs(32633)
+        >>> pixels = np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8)
+        >>> raster = xr.DataArray(pixels, dims=("band", "y", "x"), coords={
+        ...     "y": 500.5 - np.arange(96), "x": 300.5 + np.arange(96)}).rio.write_crs(32633)
         >>> with geobind.use_model("tiny"):
-        ...     raster.geobind.similarity("busy highway", progress=False).shape
-        (5, 5)
+        ...     sim = raster.geobind.similarity("busy highway", progress=False)  # embeds
+        ...     best = raster.geobind.top_k("a lake", k=3, progress=False)  # the same grid
+        >>> sim.shape, best["rank"].tolist()
+        ((5, 5), [1, 2, 3])
     """
 
     def __init__(self, obj: xr.DataArray):
         self._obj = obj
 
-    def embed(
-        self,
-        model: Any = None,
-        *,
-        chip_size: int | None = None,
-        stride: int | None = None,
-        batch_size: int = 64,
-        nodata_fraction: float = 0.5,
-        bands: Sequence[int] | None = None,
-        gsd: float | None = None,
-        progress: bool = True,
-        cache: bool = True,
-    ) -> xr.DataArray:
-        """Embed the chip centred on every grid cell: :func:`geobind.embed` on this raster.
+
+def _method(name: str, doc: str) -> Callable:
+    """An accessor method: ``geobind.<name>`` with this object first, its signature and
+    parameters (see the function), and progress bars on unless ``progress=False``."""
+    func = getattr(api, name)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("progress", True)
+        return func(self._obj, *args, **kwargs)
+
+    signature = inspect.signature(func)
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[this, *list(signature.parameters.values())[1:]]
+    )
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = doc
+    return method
+
+
+_GRID_EXAMPLE = """
+            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+            >>> grid = xr.DataArray(np.ones((64, 2, 2), np.float32) / 8,
+            ...     dims=("embedding", "y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5]}
+            ... ).rio.write_crs(32633)"""
+_RASTER_EXAMPLE = """
+            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+            >>> raster = xr.DataArray(np.zeros((3, 64, 64), np.uint8), dims=("band", "y", "x"),
+            ...     coords={"y": 4_600_063.5 - np.arange(64), "x": 500_000.5 + np.arange(64)}
+            ... ).rio.write_crs(32633)"""
+
+_DOCS = {
+    "embed": """Embed the chip centred on every grid cell: :func:`geobind.embed` on this raster.
 
         A grid is returned as it is. The grid is kept for this raster (``cache=False`` opts
         out), so the queries below do not embed it again.
 
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> raster = xr.DataArray(np.zeros((3, 64, 64), np.uint8), dims=("band", "y", "x"),
-            ...     coords={"y": 63.5 - np.arange(64), "x": np.arange(64) + 0.5}
-            ... ).rio.write_crs(32633)
+        Example:"""
+    + _RASTER_EXAMPLE
+    + """
             >>> grid = raster.geobind.embed("tiny", stride=16, progress=False)
             >>> grid.dims, grid.shape, grid.rio.transform().a
             (('embedding', 'y', 'x'), (64, 3, 3), 16.0)
-        """
-        return _api().embed(
-            self._obj,
-            model,
-            chip_size=chip_size,
-            stride=stride,
-            batch_size=batch_size,
-            nodata_fraction=nodata_fraction,
-            bands=bands,
-            gsd=gsd,
-            progress=progress,
-            cache=cache,
-        )
-
-    def similarity(
-        self,
-        query: Any = None,
-        *,
-        model: Any = None,
-        grid: xr.DataArray | None = None,
-        text: str | Sequence[str] | None = None,
-        audio: Any = None,
-        image: Any = None,
-        vector: Any = None,
-        templates: Sequence[str] | None = None,
-        **embed_kw: Any,
-    ) -> xr.DataArray:
-        """Cosine similarity of every cell with a query: :func:`geobind.similarity`.
+        """,
+    "similarity": """Cosine similarity of every cell with a query: :func:`geobind.similarity`.
 
         ``DataArray(y, x)`` in [-1, 1] (``(query, y, x)`` for a list of queries). On a raster
         the grid kept from an earlier call is reused (``embed_kw`` as for :meth:`embed`).
 
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> grid = xr.DataArray(np.ones((64, 2, 2), np.float32) / 8,
-            ...     dims=("embedding", "y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5]}
-            ... ).rio.write_crs(32633)
+        Example:"""
+    + _GRID_EXAMPLE
+    + """
             >>> sim = grid.geobind.similarity(["a lake", "a forest"], model="tiny")
             >>> sim.dims, sim["query"].values.tolist()
             (('query', 'y', 'x'), ['a lake', 'a forest'])
-        """
-        return _api().similarity(
-            self._obj,
-            query,
-            model=model,
-            grid=grid,
-            text=text,
-            audio=audio,
-            image=image,
-            vector=vector,
-            templates=templates,
-            **{"progress": True, **embed_kw},
-        )
+        """,
+    "classify": """Zero-shot class of every cell: :func:`geobind.classify`.
 
-    def classify(
-        self,
-        labels: Sequence[str] | Mapping[str, str | Sequence[str]],
-        *,
-        model: Any = None,
-        grid: xr.DataArray | None = None,
-        templates: Sequence[str] | None = None,
-        **embed_kw: Any,
-    ) -> xr.Dataset:
-        """Zero-shot class of every cell: :func:`geobind.classify`.
-
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> grid = xr.DataArray(np.ones((64, 2, 2), np.float32) / 8,
-            ...     dims=("embedding", "y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5]}
-            ... ).rio.write_crs(32633)
+        Example:"""
+    + _GRID_EXAMPLE
+    + """
             >>> out = grid.geobind.classify({"water": "a lake", "trees": "a forest"}, model="tiny")
             >>> out["class"].shape, out["label"].values.tolist()
             ((2, 2), ['water', 'trees'])
-        """
-        return _api().classify(
-            self._obj,
-            labels,
-            model=model,
-            grid=grid,
-            templates=templates,
-            **{"progress": True, **embed_kw},
-        )
+        """,
+    "top_k": """The ``k`` best cells for a query, as a GeoDataFrame of cells: :func:`geobind.top_k`.
 
-    def top_k(
-        self,
-        query: Any = None,
-        k: int = 10,
-        *,
-        model: Any = None,
-        grid: xr.DataArray | None = None,
-        **kw: Any,
-    ):
-        """The ``k`` best cells for a query, as a GeoDataFrame of cells: :func:`geobind.top_k`.
+        Example:"""
+    + _GRID_EXAMPLE
+    + """
+            >>> vector = np.zeros(64, np.float32); vector[0] = 1
+            >>> hits = grid.geobind.top_k(vector=vector, k=2)
+            >>> len(hits), float(hits["score"].iloc[0])
+            (2, 0.125)
+        """,
+    "plot": """A matplotlib figure of the similarity map over the scene: :func:`geobind.plot`.
 
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> grid = xr.DataArray(np.eye(64, dtype=np.float32)[:, :4].reshape(64, 2, 2),
-            ...     dims=("embedding", "y", "x"),
-            ...     coords={"y": [1.5, 0.5], "x": [0.5, 1.5]}).rio.write_crs(32633)
-            >>> hits = grid.geobind.top_k(vector=np.eye(64, dtype=np.float32)[3], k=2)
-            >>> hits[["rank", "row", "col"]].values.tolist()[0], float(hits["score"].iloc[0])
-            ([1, 1, 1], 1.0)
-        """
-        return _api().top_k(self._obj, query, k, model=model, grid=grid, **{"progress": True, **kw})
-
-    def plot(
-        self,
-        query: Any = None,
-        *,
-        model: Any = None,
-        grid: xr.DataArray | None = None,
-        ax: Any = None,
-        cmap: str = "magma",
-        alpha: float = 0.6,
-        **kw: Any,
-    ):
-        """A matplotlib figure of the similarity map over the scene: :func:`geobind.plot`.
-
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> raster = xr.DataArray(np.zeros((3, 64, 64), np.uint8), dims=("band", "y", "x"),
-            ...     coords={"y": 63.5 - np.arange(64), "x": np.arange(64) + 0.5}
-            ... ).rio.write_crs(32633)
+        Example:"""
+    + _RASTER_EXAMPLE
+    + """
             >>> fig = raster.geobind.plot("a lake", model="tiny", progress=False)
             >>> len(fig.axes)  # the map and its colour bar
             2
-        """
-        return _api().plot(
-            self._obj,
-            query,
-            model=model,
-            grid=grid,
-            ax=ax,
-            cmap=cmap,
-            alpha=alpha,
-            **{"progress": True, **kw},
-        )
+        """,
+    "explore": """An interactive Leaflet map of the similarity map over the scene, with the best
+        cells: :func:`geobind.explore` (returns a ``folium.Map``; ``tiles=None`` works offline).
 
-    def explore(
-        self,
-        query: Any = None,
-        *,
-        model: Any = None,
-        grid: xr.DataArray | None = None,
-        k: int | None = 10,
-        rgb: Any = True,
-        tiles: str | None = "OpenStreetMap",
-        cmap: str = "magma",
-        opacity: float = 0.75,
-        **kw: Any,
-    ):
-        """An interactive Leaflet map of the similarity map over the scene, with the best cells:
-        :func:`geobind.explore` (returns a ``folium.Map``; ``tiles=None`` works offline).
-
-        Example:
-            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
-            >>> raster = xr.DataArray(np.zeros((3, 64, 64), np.uint8), dims=("band", "y", "x"),
-            ...     coords={"y": 4_600_063.5 - np.arange(64), "x": 500_000.5 + np.arange(64)}
-            ... ).rio.write_crs(32633)
+        Example:"""
+    + _RASTER_EXAMPLE
+    + """
             >>> m = raster.geobind.explore(["a lake", "a road"], model="tiny", tiles=None,
             ...                            progress=False)
             >>> type(m).__name__
             'Map'
-        """
-        return _api().explore(
-            self._obj,
-            query,
-            model=model,
-            grid=grid,
-            k=k,
-            rgb=rgb,
-            tiles=tiles,
-            cmap=cmap,
-            opacity=opacity,
-            **{"progress": True, **kw},
-        )
+        """,
+}
+for _name, _doc in _DOCS.items():
+    setattr(GeoBindArrayAccessor, _name, _method(_name, _doc))
 
 
 @xr.register_dataset_accessor("geobind")
@@ -265,11 +164,11 @@ class GeoBindDatasetAccessor:
     @property
     def array(self) -> xr.DataArray:
         """The DataArray the methods run on: ``embedding`` if present, else the bands stacked."""
-        return _api()._dataarray(self._obj)
+        return api._dataarray(self._obj)
 
     def __getattr__(self, name: str) -> Any:
         if name in _METHODS:  # on the Dataset itself: it owns the kept grid (see geobind.embed)
-            return functools.partial(getattr(_api(), name), self._obj, progress=True)
+            return functools.partial(getattr(api, name), self._obj, progress=True)
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.array.geobind, name)
@@ -278,10 +177,4 @@ class GeoBindDatasetAccessor:
         return sorted({*super().__dir__(), *dir(GeoBindArrayAccessor)})
 
 
-_METHODS = frozenset(("embed", "similarity", "classify", "top_k", "plot", "explore"))
-
-
-def _api() -> Any:
-    from geobind.inference import api
-
-    return api
+_METHODS = frozenset(_DOCS)

@@ -152,44 +152,41 @@ def _remember(owner: Any, key: tuple, fingerprint: tuple, grid: Any) -> None:
     _GRIDS[ident] = _Entry(weakref.ref(owner), key, fingerprint, grid)
 
 
+#: The embedding settings of :func:`embed` and their defaults.
+_SETTINGS = {
+    "chip_size": None,
+    "stride": None,
+    "nodata_fraction": 0.5,
+    "bands": None,
+    "gsd": None,
+    "encoder": "sat",
+}
+
+
 def _kept_grid(
     obj: Any,
     arr: Any,
     model: Any,
     *,
-    chip_size: int | None = None,
-    stride: int | None = None,
     batch_size: int = 64,
-    nodata_fraction: float = 0.5,
-    bands: Sequence[int] | None = None,
-    gsd: float | None = None,
     progress: bool = False,
     cache: bool = True,
-    encoder: str = "sat",
+    **settings: Any,
 ) -> Any:
     """The grid of raster ``arr`` (``obj``, what the user passed, owns the cache entry): the
-    one kept for it, or embedded now (and kept). ``encoder`` names another sensor's satellite
-    encoder (e.g. ``"coarse"``)."""
+    one kept for it, or embedded now (and kept). ``settings`` are :func:`embed`'s embedding
+    settings (``chip_size``, ``stride``, ``nodata_fraction``, ``bands``, ``gsd``, ``encoder``);
+    they and the encoder's hash key the kept grid (``batch_size`` changes nothing in it)."""
     from geobind.inference.provenance import sat_sha256
     from geobind.inference.raster import embed_raster
 
-    settings = {
-        "chip_size": chip_size,
-        "stride": stride,
-        "nodata_fraction": nodata_fraction,
-        "bands": bands,
-        "gsd": gsd,
-        "encoder": encoder,
-    }
+    settings = {**_SETTINGS, **settings}  # defaults spelled out: one key per grid
     if not cache:
         return embed_raster(arr, model, batch_size=batch_size, progress=progress, **settings)
+    bands = settings["bands"]
     key = (
-        sat_sha256(model, encoder),  # a later stage with the same encoder reuses the grid
-        encoder,
-        chip_size,
-        stride,
-        nodata_fraction,
-        gsd,
+        sat_sha256(model, settings["encoder"]),  # a later stage with the same encoder reuses it
+        *(settings[k] for k in ("encoder", "chip_size", "stride", "nodata_fraction", "gsd")),
         None if bands is None else tuple(int(b) for b in bands),
     )
     fingerprint = _fingerprint(arr)
@@ -204,19 +201,7 @@ def _kept_grid(
     return grid
 
 
-_EMBED_KW = frozenset(
-    (
-        "chip_size",
-        "stride",
-        "batch_size",
-        "nodata_fraction",
-        "bands",
-        "gsd",
-        "progress",
-        "cache",
-        "encoder",
-    )
-)
+_EMBED_KW = frozenset((*_SETTINGS, "batch_size", "progress", "cache"))
 
 
 def _check_embed_kw(embed_kw: Mapping[str, Any]) -> None:

@@ -27,12 +27,17 @@ quantised to ``pq`` bytes; a query scans the ``nprobe`` nearest lists, takes the
 memory-mapped (read from disk as needed, not held in memory). :func:`index_params` sizes these
 from the number of cells; every one can be overridden.
 
-**Why faiss.** Measured on this project's 2-core machine (``python benchmarks/search.py
---libraries``; 1 M cells of the demo model's 128-d embeddings, recall@100 against the exact
-scan): faiss IVF-PQ with float16 re-ranking reached recall 0.98 at 1.3 ms a query with 0.16×
-the float16 grid in memory; usearch's HNSW (int8 or float16 vectors, 16 links) reached recall
-≥ 0.99 at about 1 ms but needs 0.9–1.4× the float16 grid in memory (its graph alone is half of
-it), and builds 5× slower. At continent scale memory decides.
+**Why faiss.** Measured on this project's 2-core machine, shared with other jobs
+(``python benchmarks/search.py --libraries``; 1 M cells of the demo model's 128-d embeddings,
+100 queries, recall@100 against the exact scan, *tied*: a cell within 1e-3 of the 100th best
+score counts): faiss ``IVF4096,PQ32`` with float16 re-ranking of 10 · k candidates, nprobe 64:
+recall 1.000 (strict 0.905), 1.0 ms a query, 0.17× the float16 grid in memory; without
+re-ranking recall 0.79; the 4-bit fast-scan variant ``PQ32x4fs`` ≤ 0.78 even re-ranked. usearch
+HNSW (16 links, ef 256): float16 vectors recall 0.937 (strict 0.79) at 0.6 ms, int8 vectors 0.41
+(these embeddings sit in a narrow cone that int8 flattens), both 2.1× the float16 grid in memory;
+builds took 222 s for faiss (with polysemous training, since left out: it was most of that) and
+319–342 s for usearch. At continent scale memory decides, so faiss IVF-PQ, with its codes in
+memory and the float16 copy on disk for re-ranking (the split DiskANN makes).
 
 **Guarantees.** A search refuses an index that no longer matches its store (another satellite
 encoder: :class:`~geobind.errors.IndexMismatchError`; groups added since and not yet indexed:
@@ -44,7 +49,6 @@ build leaves the old index (and the store) as they were.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -59,12 +63,26 @@ import numpy as np
 
 from geobind._hashing import sha256_file
 from geobind._version import __version__
-from geobind.errors import (
-    IndexMismatchError,
-    IndexNotFoundError,
-    InputDataError,
-    MissingDependencyError,
-    SearchIndexError,
+from geobind.errors import IndexMismatchError, IndexNotFoundError, InputDataError
+from geobind.inference.index_open import (
+    _GROUP_SHIFT,
+    _OPEN,
+    INDEX_DIR,
+    INDEX_FORMAT,
+    StoreIndex,
+    _check_model,
+    _faiss,
+    _folder,
+    _group_arrays,
+    _group_state,
+    _load_meta,
+    _no_index,
+    _quantizer_ef,
+    _read_index,
+    _rebuild_hint,
+    _stale_groups,
+    _store_root,
+    open_index,
 )
 
 __all__ = [
@@ -81,27 +99,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INDEX_DIR = "_index"  # group names never start with "_" (metadata._group_name)
-INDEX_FORMAT = "geobind-index/1"
 FLAT_BELOW = 65_536  # fewer cells: scan them all (a few ms); more: IVF-PQ
 HNSW_QUANTIZER_FROM = 2_048  # lists from which the centroids get an HNSW graph of their own
-_GROUP_SHIFT = 40  # id = group number · 2⁴⁰ + position: 2⁴⁰ cells a group, 2²³ groups
 _BATCH = 1 << 18  # cells read, encoded and added at a time (bounds memory)
 _KINDS = ("auto", "flat", "ivfpq")
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as err:  # a dependency; only a broken install gets here
-        raise MissingDependencyError(
-            f"searching with an index needs faiss ({err}); pip install faiss-cpu"
-        ) from None
-    return faiss
-
-
-def _rebuild_hint(root: Path) -> str:
-    return f"rebuild it with `geobind index {root} --rebuild` (or geobind.build_index(..., rebuild=True))"
 
 
 def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
@@ -112,14 +113,17 @@ def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
       ``64 · nlist`` samples; more lists make queries faster and builds slower).
     - ``pq``: bytes per vector code, ``dim / 4`` (4 dimensions per byte, 8-bit codebooks):
       32 for 128-d, 128 for 512-d.
-    - ``nprobe``: lists a query scans (about 2 % of them, at least 16);
-      ``rerank``: candidates re-ranked exactly per result wanted (10: ``10 · k`` candidates).
+    - ``nprobe``: lists a query scans, a sixteenth of them (at least 16): text queries
+      lie farther from the cells than cells from each other and need more lists than "places
+      like this" (``benchmarks/search.py``: at 1 M cells, recall@100 of text queries 0.93 with
+      a 64th of the lists, 0.99 with a 16th);
+      ``rerank``: candidates re-ranked exactly per result wanted (30: ``30 · k`` candidates).
     - ``train``: vectors sampled to train the centroids and codebooks.
 
     Example:
         >>> p = index_params(10_000_000, 128)
         >>> p["kind"], p["nlist"], p["pq"], p["nprobe"], p["rerank"]
-        ('ivfpq', 4096, 32, 64, 30)
+        ('ivfpq', 4096, 32, 256, 30)
         >>> index_params(5_000, 64)["kind"]
         'flat'
         >>> index_params(10_000_000, 128, nprobe=8)["nprobe"]
@@ -143,7 +147,7 @@ def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
         "kind": kind,
         "nlist": nlist,
         "pq": int(given.get("pq", max(1, dim // 4))),
-        "nprobe": int(given.get("nprobe", min(nlist, max(16, nlist // 64)))),
+        "nprobe": int(given.get("nprobe", min(nlist, max(16, nlist // 16)))),
         "rerank": int(given.get("rerank", 30)),
         "train": int(given.get("train", max(64 * nlist, 65_536))),
     }
@@ -219,27 +223,6 @@ class IndexSummary:
 
 
 # -- reading the store -----------------------------------------------------------------------------
-def _store_root(store: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The store's folder and root settings; refuses what is not a geobind store."""
-    from geobind.inference.store.read import store_groups
-
-    root = Path(store).expanduser().resolve()
-    store_groups(root)  # the store's own checks and messages
-    attrs = json.loads((root / "zarr.json").read_text())["attributes"]["geobind"]
-    return root, attrs
-
-
-def _group_state(root: Path, name: str) -> dict[str, Any]:
-    """A group's tile state: ``done`` tiles, ``tiles`` in all, tiles that ``failed``."""
-    import zarr
-
-    from geobind.inference.store.metadata import _quiet
-
-    with _quiet():
-        node = zarr.open_group(root, path=f"{name}/tiles", mode="r", use_consolidated=False)
-        done = node["done"][...]
-    failed = len(node.attrs.get("failed", []))
-    return {"done": int((done == 1).sum()), "tiles": int(done.size), "failed": failed}
 
 
 def _georef(root: Path, name: str) -> dict[str, Any]:
@@ -280,7 +263,7 @@ def _read_group(root: Path, name: str, dim: int):
     for r0 in range(0, ny, cy):
         for c0 in range(0, nx, cx):
             block = emb[:, r0 : r0 + cy, c0 : c0 + cx]
-            h, w = block.shape[1:]
+            w = block.shape[2]
             flat = block.reshape(dim, -1)
             valid = np.isfinite(flat).all(0)
             if not valid.any():
@@ -291,8 +274,6 @@ def _read_group(root: Path, name: str, dim: int):
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _folder(root: Path) -> Path:
-    return root / INDEX_DIR
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -317,15 +298,6 @@ def _write_group_files(folder: Path, number: int, chunks) -> tuple[int, int]:
     return n, dim
 
 
-def _group_arrays(folder: Path, number: int, cells: int, dim: int) -> tuple[np.ndarray, Any]:
-    """A group's cell indices and vectors, memory-mapped (empty arrays for an empty group)."""
-    if cells == 0:
-        return np.empty(0, np.int64), np.empty((0, dim), np.float16)
-    flat = np.memmap(folder / "groups" / f"{number}.cells", "<i8", "r", shape=(cells,))
-    vectors = np.memmap(folder / "groups" / f"{number}.f16", "<f2", "r", shape=(cells, dim))
-    return flat, vectors
-
-
 def _disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -343,17 +315,6 @@ def _train_sample(folder: Path, groups: dict[str, Any], dim: int, size: int) -> 
         out.append(np.asarray(vectors[mine], np.float32))
         start += g["cells"]
     return np.concatenate(out)
-
-
-def _quantizer_ef(index: Any, nprobe: int) -> None:
-    """Let an HNSW quantizer find at least the ``nprobe`` nearest lists (its default, 16, finds
-    fewer than asked for)."""
-    faiss = _faiss()
-    if not hasattr(index, "nprobe"):
-        return
-    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
-    if hasattr(quantizer, "hnsw"):
-        quantizer.hnsw.efSearch = max(64, 2 * int(nprobe))
 
 
 def _add_group(index: Any, folder: Path, g: dict[str, Any], dim: int) -> None:
@@ -444,7 +405,10 @@ def _build(root: Path, settings: dict, params: dict, progress: bool) -> IndexSum
                     f"smaller nlist (≤ {max(1, cells // 39)}) or leave it to the index"
                 )
             sample = _train_sample(folder, meta["groups"], dim, auto["train"])
-            index.cp.min_points_per_centroid = 4  # small stores: no faiss warnings on stderr
+            # small stores: no faiss warnings on stderr (the re-ranking makes up for coarser
+            # codebooks; fewer than 1024 cells are refused below)
+            index.cp.min_points_per_centroid = 4
+            faiss.downcast_index(index).pq.cp.min_points_per_centroid = 4
             if sample.shape[0] < 256 * 4:
                 raise InputDataError(
                     f"{cells:,} cells are too few to train 8-bit product quantisers (≥ 1024); "
@@ -506,18 +470,6 @@ def _summary(root: Path, meta: dict, added: list[str], seconds: float, timings) 
     )
 
 
-def _stale_groups(root: Path, settings: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    """Store groups the index lacks, or whose tiles changed since they were indexed."""
-    stale = []
-    for name, g in settings["groups"].items():
-        have = meta["groups"].get(name)
-        if have is None or have["source_sha256"] != g["sha256"]:
-            stale.append(name)
-        elif not have["complete"] and _group_state(root, name)["done"] != have["done"]:
-            stale.append(name)
-    return stale
-
-
 def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> IndexSummary | None:
     """Index the groups an existing index lacks (the caller holds the store's lock); ``None``
     when the store has no index."""
@@ -552,9 +504,10 @@ def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> In
     _OPEN.clear()
     cells = sum(g["cells"] for g in meta["groups"].values())
     params = meta["params"]
-    if params["kind"] == "flat" and cells >= 4 * FLAT_BELOW or (
+    outgrown = (params["kind"] == "flat" and cells >= 4 * FLAT_BELOW) or (
         params["kind"] == "ivfpq" and cells > 16 * params["nlist"] ** 2
-    ):
+    )
+    if outgrown:
         log.warning(
             "the index of %s was sized for fewer cells than the %d it now holds; searches get "
             "slower: %s",
@@ -682,237 +635,7 @@ def refresh_after_write(root: Path) -> None:
         summary = _refresh(root, settings)
         if summary is not None and summary.added:
             log.info("index of %s updated: %s", root, ", ".join(summary.added))
-    except Exception as err:  # noqa: BLE001 - reported, and the store is complete
-        log.warning("the search index of %s was not updated (%s); %s", root, err, _rebuild_hint(root))
-
-
-# -- opening -------------------------------------------------------------------------------------
-def _no_index(root: Path) -> str:
-    return (
-        f"store {root} has no search index; build one with `geobind index {root}` (or "
-        "geobind.build_index(store)), or search every cell with exact=True (--exact)"
-    )
-
-
-def _load_meta(root: Path) -> dict[str, Any]:
-    path = _folder(root) / "index.json"
-    if not path.exists():
-        raise IndexNotFoundError(_no_index(root))
-    try:
-        meta = json.loads(path.read_text())
-        if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {INDEX_FORMAT!r}")
-        for key in ("params", "groups", "sat_sha256", "embed_dim", "files"):
-            meta[key]  # noqa: B018 - raises KeyError when missing
-    except (ValueError, KeyError, TypeError) as err:
-        raise SearchIndexError(
-            f"the search index of {root} is damaged ({path.name}: {err}); " + _rebuild_hint(root)
-        ) from None
-    return meta
-
-
-def _check_model(root: Path, settings: dict[str, Any], meta: dict[str, Any]) -> None:
-    made = settings.get("sat_sha256") or settings.get("model_sha256")
-    if meta["sat_sha256"] != made:
-        raise IndexMismatchError(
-            f"the search index of {root} was built for model {meta.get('model')!r} (satellite "
-            f"encoder sha256 {str(meta['sat_sha256'])[:12]}…) but the store now holds embeddings "
-            f"of {settings.get('model')!r} (sha256 {str(made)[:12]}…); " + _rebuild_hint(root)
+    except Exception as err:  # reported, and the store itself is complete
+        log.warning(
+            "the search index of %s was not updated (%s); %s", root, err, _rebuild_hint(root)
         )
-
-
-def _read_index(root: Path, meta: dict[str, Any]) -> Any:
-    """The faiss index, after checking its size and hash against ``index.json``."""
-    faiss = _faiss()
-    path = _folder(root) / "faiss.index"
-    want = meta["files"]["faiss.index"]
-    damaged = None
-    if not path.is_file():
-        damaged = "faiss.index is missing"
-    elif path.stat().st_size != want["bytes"]:
-        damaged = f"faiss.index has {path.stat().st_size} bytes, {want['bytes']} were written"
-    elif sha256_file(path) != want["sha256"]:
-        damaged = "faiss.index does not match the hash recorded when it was written"
-    if damaged is None:
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError as err:
-            damaged = f"faiss cannot read faiss.index: {str(err).splitlines()[0]}"
-    raise SearchIndexError(
-        f"the search index of {root} is damaged ({damaged}); " + _rebuild_hint(root)
-    )
-
-
-_OPEN: dict[tuple, StoreIndex] = {}
-
-
-class StoreIndex:
-    """An opened store index: :meth:`search` vectors, :meth:`locate` ids.
-
-    Get one with :func:`open_index`.
-    """
-
-    def __init__(self, root: Path, meta: dict[str, Any], index: Any):
-        self.root, self.meta, self.index = root, meta, index
-        self.params = meta["params"]
-        self.embed_dim = int(meta["embed_dim"])
-        self.groups = list(meta["groups"])
-        self.cells = sum(g["cells"] for g in meta["groups"].values())
-        self._by_number = {g["number"]: name for name, g in meta["groups"].items()}
-        self._arrays: dict[int, tuple[np.ndarray, Any]] = {}
-        folder = _folder(root)
-        for name, g in meta["groups"].items():
-            for suffix, size in (("cells", 8), ("f16", 2 * self.embed_dim)):
-                path = folder / "groups" / f"{g['number']}.{suffix}"
-                have = path.stat().st_size if path.is_file() else -1
-                if g["cells"] and have != g["cells"] * size:
-                    raise SearchIndexError(
-                        f"the search index of {root} is damaged (the file of group {name!r} "
-                        f"{path.name} has {have} bytes, {g['cells'] * size} expected); "
-                        + _rebuild_hint(root)
-                    )
-
-    def _group(self, number: int) -> tuple[np.ndarray, Any]:
-        if number not in self._arrays:
-            g = self.meta["groups"][self._by_number[number]]
-            self._arrays[number] = _group_arrays(
-                _folder(self.root), number, g["cells"], self.embed_dim
-            )
-        return self._arrays[number]
-
-    def search(
-        self, vectors: np.ndarray, k: int, *, nprobe: int | None = None, rerank: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best cells for each of ``(n, embed_dim)`` unit vectors: ``(scores, ids)``,
-        each ``(n, k)``, best first (ids ``-1`` and scores ``-inf`` past the end of a short list).
-
-        ``nprobe`` and ``rerank`` override the index's defaults for this search.
-
-        Example:
-            >>> import numpy as np
-            >>> from geobind.georef import GeoBox
-            >>> from geobind.inference.store import embed_to_zarr
-            >>> pixels = np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8)
-            >>> tif = GeoBox.from_origin(0, 96, 1, (96, 96), "EPSG:32633").write_geotiff(
-            ...     getfixture("tmp_path") / "a.tif", pixels)
-            >>> _ = embed_to_zarr(tif, tif.with_name("s.zarr"), model="tiny", stride=16)
-            >>> _ = build_index(tif.with_name("s.zarr"))
-            >>> index = open_index(tif.with_name("s.zarr"))
-            >>> q = np.asarray(index._group(0)[1][:1], np.float32)  # the first cell's vector
-            >>> scores, ids = index.search(q / np.linalg.norm(q), 3)
-            >>> index.locate(ids[0, :1]), round(float(scores[0, 0]), 3)
-            ((['a'], array([0]), array([0])), 1.0)
-        """
-        q = np.ascontiguousarray(np.atleast_2d(vectors), np.float32)
-        if q.shape[1] != self.embed_dim:
-            raise InputDataError(
-                f"query vectors have {q.shape[1]} values; this index holds {self.embed_dim}-d "
-                "embeddings"
-            )
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise InputDataError(f"k must be a positive integer; got {k!r}")
-        if k > self.cells:
-            raise InputDataError(
-                f"k={k} is more than the {self.cells:,} cells indexed in {self.root}; pass "
-                f"k ≤ {self.cells}"
-            )
-        params = self.params
-        if params["kind"] == "flat":
-            scores, ids = self.index.search(q, k)
-            return scores, ids
-        self.index.nprobe = int(nprobe or params["nprobe"])
-        _quantizer_ef(self.index, self.index.nprobe)
-        factor = params["rerank"] if rerank is None else int(rerank)
-        if factor <= 1:
-            return self.index.search(q, k)
-        scores, ids = self.index.search(q, min(self.cells, k * factor))
-        return self._rerank(q, ids, k)
-
-    def _rerank(self, q: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of the candidates from the float16 copy; the best ``k`` of each row."""
-        out_s = np.full((len(q), k), -np.inf, np.float32)
-        out_i = np.full((len(q), k), -1, np.int64)
-        for r in range(len(q)):
-            cand = ids[r][ids[r] >= 0]
-            numbers, pos = np.divmod(cand, 1 << _GROUP_SHIFT)
-            exact = np.empty(len(cand), np.float32)
-            for number in np.unique(numbers):
-                sel = numbers == number
-                order = np.argsort(pos[sel])  # sequential reads of the memory-mapped copy
-                rows = pos[sel][order]
-                vecs = np.asarray(self._group(int(number))[1][rows], np.float32)
-                part = np.empty(len(rows), np.float32)
-                part[order] = vecs @ q[r]
-                exact[sel] = part
-            best = np.lexsort((cand, -exact))[:k]
-            out_s[r, : len(best)], out_i[r, : len(best)] = exact[best], cand[best]
-        return out_s, out_i
-
-    def locate(self, ids: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """``(groups, rows, cols)`` of index ids.
-
-        Example:
-            >>> # see :meth:`search`
-        """
-        ids = np.asarray(ids, np.int64).reshape(-1)
-        numbers, pos = np.divmod(ids, 1 << _GROUP_SHIFT)
-        rows = np.empty(len(ids), np.int64)
-        cols = np.empty(len(ids), np.int64)
-        names = []
-        for i, (number, p) in enumerate(zip(numbers.tolist(), pos.tolist(), strict=True)):
-            name = self._by_number[number]
-            width = self.meta["groups"][name]["shape"][1]
-            rows[i], cols[i] = divmod(int(self._group(number)[0][p]), width)
-            names.append(name)
-        return names, rows, cols
-
-    @property
-    def memory_bytes(self) -> int:
-        """Bytes the index holds in memory (the float16 copy is memory-mapped, not counted)."""
-        return int(self.meta["memory_bytes"])
-
-
-def open_index(store: str | os.PathLike) -> StoreIndex:
-    """Open a store's search index, after checking that it matches the store.
-
-    Opened indexes are kept for the process (reopened when the index or the store changes).
-
-    Raises:
-        IndexNotFoundError: the store has no index.
-        IndexMismatchError: the store changed since (another satellite encoder, new groups).
-        SearchIndexError: the index files are damaged.
-
-    Example:
-        >>> open_index(getfixture("tmp_path") / "missing.zarr")
-        Traceback (most recent call last):
-        ...
-        geobind.errors.InputDataError: store ... does not exist (no zarr.json there)
-    """
-    root, settings = _store_root(store)
-    meta_path = _folder(root) / "index.json"
-    if not meta_path.exists():
-        raise IndexNotFoundError(_no_index(root))
-    stamp = (root, meta_path.stat().st_mtime_ns, (root / "zarr.json").stat().st_mtime_ns)
-    meta = _load_meta(root)
-    _check_model(root, settings, meta)
-    stale = _stale_groups(root, settings, meta)
-    if stale:
-        raise IndexMismatchError(
-            f"the search index of {root} lacks group(s) {', '.join(stale)} written since it was "
-            f"built; add them with `geobind index {root}` (only they are indexed)"
-        )
-    gone = [name for name in meta["groups"] if name not in settings["groups"]]
-    if gone:
-        raise IndexMismatchError(
-            f"the index of {root} holds group(s) {', '.join(gone)} that the store no longer has; "
-            + _rebuild_hint(root)
-        )
-    if stamp not in _OPEN:
-        for key in [key for key in _OPEN if key[0] == root]:
-            del _OPEN[key]
-        _OPEN[stamp] = StoreIndex(root, meta, _read_index(root, meta))
-    return _OPEN[stamp]
-
-
-with contextlib.suppress(AttributeError):  # forked children reopen their own copies
-    os.register_at_fork(after_in_child=_OPEN.clear)

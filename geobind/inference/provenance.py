@@ -126,6 +126,12 @@ def check_same_sat(made_by: Any, model: Any, *, where: str = "this grid") -> Non
     )
 
 
+def _links(model: Any) -> list[str] | None:
+    """The links between modalities the model's weights were trained for (``None``: not
+    recorded), so a grid says what queries over it mean."""
+    return getattr(model, "trained_links", None)
+
+
 def grid_attrs(model: Any, grid: ChipGrid, encoder: str = "sat", **extra: Any) -> dict[str, Any]:
     """Attributes recorded on every grid and store group: model name, satellite encoder hash,
     chip size and stride (raster pixels), geobind version, and ``extra``; a grid of another
@@ -142,6 +148,7 @@ def grid_attrs(model: Any, grid: ChipGrid, encoder: str = "sat", **extra: Any) -
         "model": model.name,
         "sat_sha256": sat_sha256(model, encoder),
         **({} if encoder == "sat" else {"encoder": encoder}),
+        **({} if _links(model) is None else {"trained_links": _links(model)}),
         "chip_size": grid.chip,
         "stride": grid.stride,
         "geobind_version": __version__,

@@ -400,13 +400,13 @@ def pretrain_clip(cfg: TrainConfig) -> Path:
     import open_clip
 
     from geobind.models import GeoBind, get_preset
-    from geobind.models.presets import list_models
+    from geobind.models.presets import list_presets
     from geobind.models.tokenizer import ClipTokenizer
     from geobind.models.towers import build_clip
     from geobind.training.datasets import PhotoCaptions
     from geobind.training.tasks import ClipPretrainTask
 
-    if cfg.model not in list_models() or get_preset(cfg.model)["clip"].get("source"):
+    if cfg.model not in list_presets() or get_preset(cfg.model)["clip"].get("source"):
         raise InputDataError(
             f"pretrain-clip builds a stand-in from a preset with a CLIP architecture (tiny, demo); "
             f"got {cfg.model!r}. With real CLIP weights, skip this step"

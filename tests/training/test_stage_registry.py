@@ -28,7 +28,8 @@ def pairs(tiny_world, tmp_path_factory):
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    return TrainConfig(model="tiny", out=str(tmp_path / "m"), epochs=1, batch_size=16, **kw)
+    return TrainConfig(**{"model": "tiny", "out": str(tmp_path / "m"), "epochs": 1,
+                          "batch_size": 16, **kw})  # fmt: skip
 
 
 def test_stage1_on_webdataset_pairs_then_stage2_on_hub_pairs(pairs, tmp_path):
@@ -88,3 +89,21 @@ def test_stage_definitions_are_checked(capsys):
         get_stage("stage9")
     assert main(["train", "stage9", "--model", "tiny"]) == 2
     assert "error: unknown stage 'stage9'; registered stages" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("layout", "stage"),
+    [("manifest", "stage1"), ("soundingearth", "stage2")],  # the other two: the test above
+)
+def test_every_layout_trains_one_epoch_and_evaluates(tiny_world, tmp_path, layout, stage):
+    data = export_pairs(tiny_world, tmp_path / layout, layout=layout, size=48)
+    cfg = _cfg(tmp_path, pairs=str(data), pairs_gsd=1.0, batch_size=8)
+    model = train_stage(stage, cfg)
+    record = json.loads((model / "geobind.json").read_text())["stages"][-1]
+    assert record["data"]["format"] == layout and record["epochs_run"] >= 0
+    from geobind.training.evaluate import evaluate
+
+    kind = "ground" if stage == "stage1" else "audio"
+    metrics = evaluate(model, pairs=data, pairs_gsd=1.0, split="train", baselines=False)
+    assert metrics[f"sat→{kind}"]["model"]["gallery_size"] == record["data"]["train"]
