@@ -170,9 +170,7 @@ def _fit(task, train_ds, val_ds, cfg: TrainConfig, *, name: str) -> dict[str, An
     if not cfg.resume:  # a fresh run: old checkpoints must not be resumed or pile up
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
     train_loader = _loader(train_ds, cfg, shuffle=True)
-    trainer, checkpoint = _trainer(
-        cfg, work, steps_per_epoch=len(train_loader), desc=name
-    )
+    trainer, checkpoint = _trainer(cfg, work, steps_per_epoch=len(train_loader), desc=name)
     last = work / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.resume and last.is_file() else None
     if cfg.resume and ckpt_path is None:
