@@ -144,11 +144,12 @@ def grid_attrs(model: Any, grid: ChipGrid, encoder: str = "sat", **extra: Any) -
         >>> sorted(attrs)
         ['chip_size', 'geobind_version', 'model', 'nodata_fraction', 'sat_sha256', 'stride']
     """
+    links = _links(model)
     return {
         "model": model.name,
         "sat_sha256": sat_sha256(model, encoder),
         **({} if encoder == "sat" else {"encoder": encoder}),
-        **({} if _links(model) is None else {"trained_links": _links(model)}),
+        **({} if links is None else {"trained_links": links}),
         "chip_size": grid.chip,
         "stride": grid.stride,
         "geobind_version": __version__,

@@ -25,15 +25,9 @@ from geobind.models.checkpoints import (
     to_custom_text_layout,
 )
 from geobind.models.registry import get_entry, local_files
+from geobind.models.towers import CLIP_IMAGE_DEFAULTS
 
 __all__ = ["load_published", "open_clip_config"]
-
-_CLIP_IMAGE = {
-    "mean": [0.48145466, 0.4578275, 0.40821073],
-    "std": [0.26862954, 0.26130258, 0.27577711],
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-}
 
 
 def open_clip_config(entry: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +150,7 @@ def load_published(name: str, *, seed: int = 0, download: bool = True) -> GeoBin
         "clip": {
             "model_cfg": model_cfg,
             "source": None,
-            **_CLIP_IMAGE,
+            **CLIP_IMAGE_DEFAULTS,
             **clip_entry.get("image", {}),
         },
         "encoders": {modality: modality for modality in encoders},

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_clap", "build_clip"]
 
-_CLIP_DEFAULTS = {
+#: OpenAI CLIP's image preprocessing: the default of every CLIP config, published models too.
+CLIP_IMAGE_DEFAULTS = {
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
     "interpolation": "bicubic",
@@ -109,7 +110,7 @@ def build_clip(section: dict[str, Any]) -> tuple[CustomTextCLIP, dict[str, Any]]
     model_cfg.pop("custom_text", None)
     if section.get("quick_gelu") is not None:  # a local file cannot say which activation it needs
         model_cfg["quick_gelu"] = bool(section["quick_gelu"])
-    for key, default in _CLIP_DEFAULTS.items():
+    for key, default in CLIP_IMAGE_DEFAULTS.items():
         value = tag.get(key, section.get(key, default))
         section[key] = list(value) if isinstance(value, tuple) else value
     model = open_clip.CustomTextCLIP(**model_cfg)
