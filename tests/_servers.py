@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -95,15 +94,15 @@ def _free_port() -> int:
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until the server accepts connections (a TCP connect: no request that moto counts)."""
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server for {url} exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=1).close()
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
-        except urllib.error.HTTPError:
-            return  # it answers
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"no server at {url} after {timeout} s")
@@ -158,24 +157,48 @@ def serve(root: str, port: int) -> None:
 
 
 class S3Server(_Process):
-    """moto's S3 API on 127.0.0.1 (``moto[server]``), in a child process.
+    """moto's S3 API on 127.0.0.1 (``moto[server]``), in a child process, checking credentials.
 
+    The server authenticates requests (moto's IAM check, switched on after the first few calls,
+    which create the test user and its key), so wrong credentials are refused as S3 refuses them.
     ``env`` holds the standard variables a client needs (endpoint, keys, region); the fixtures set
     them for each test. Buckets are made with :meth:`bucket`.
     """
 
-    ACCESS_KEY = "geobind-test-key"
-    SECRET_KEY = "geobind-test-secret"
     REGION = "us-east-1"
+    _SETUP_CALLS = 3  # create_user, create_access_key, put_user_policy: unauthenticated
 
     def __init__(self):
         self.endpoint = f"http://127.0.0.1:{_free_port()}"
 
     def start(self) -> S3Server:
+        import json
+
+        import boto3
+
         port = self.endpoint.rsplit(":", 1)[1]
-        self._spawn(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port], self.endpoint
+        args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self._SETUP_CALLS)}
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
+        _wait_until_up(self.endpoint, self._proc)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=self.REGION,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="geobind-tests")
+        key = iam.create_access_key(UserName="geobind-tests")["AccessKey"]
+        allow = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="geobind-tests",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow]}),
+        )
+        self.ACCESS_KEY, self.SECRET_KEY = key["AccessKeyId"], key["SecretAccessKey"]
         return self
 
     @property
