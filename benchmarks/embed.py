@@ -5,7 +5,9 @@ On a scene of a synthetic world (a centre crop of about ``--chips`` chips), meas
 
 - ``raster.geobind.embed(model)`` chips/s, the file read included, vs the bare encoder forward
   (``model["sat"]._run``) over the same chips in the same batches, prepared beforehand.
-  Target: ≥ 0.9.
+  Target: ≥ 0.9. Timed separately, the two move with the machine's load; so the same ratio is
+  also measured inside one ``embed()`` call: the share of its wall time spent in the encoder's
+  forward (the rest is reading, chip preparation and assembling the grid). Target: ≥ 0.95.
 - the same vs the naive way: one ``rasterio`` window read and one ``model["sat"].embed(chip)``
   per grid cell (``--naive`` of them, scaled per chip). Target: ≥ 3×. All three are timed
   best of ``--repeat``, interleaved.
@@ -166,6 +168,26 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
                 t0 = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - t0)
+    # The same ratio measured inside one call, so it does not move with the machine's load:
+    # the share of embed()'s wall time spent in the encoder's forward (the rest is reading,
+    # chip preparation and assembling the grid).
+    forward = [0.0]
+    run = sat._run
+
+    def timed_run(x):
+        t0 = time.perf_counter()
+        out = run(x)
+        forward[0] += time.perf_counter() - t0
+        return out
+
+    sat._run, shares = timed_run, []
+    try:
+        for _ in range(max(1, args.repeat)):
+            forward[0], t0 = 0.0, time.perf_counter()
+            pipeline()
+            shares.append(forward[0] / (time.perf_counter() - t0))
+    finally:
+        sat._run = run
     r_pipe, r_bare, r_naive = n / best["pipeline"], n / best["bare"], k / best["naive"]
     notes.append(
         f"naive loop: {k} chips timed; its first vector vs embed(): max |Δ| "
@@ -173,6 +195,7 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
     )
     rows_out = [
         ("embed() vs bare forward", r_pipe, r_bare, "chips/s", 0.9),
+        ("forward share of embed()", float(np.median(shares)), 1.0, "share", 0.95),
         ("embed() vs naive window loop", r_pipe, r_naive, "chips/s", 3.0),
     ]
     return rows_out, notes

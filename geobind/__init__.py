@@ -4,8 +4,8 @@
 when a feature that needs them is first used.
 
 The functions that embed and query rasters, grids, Zarr stores and GeoDataFrames
-(``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``, ``explore``) live in
-:mod:`geobind.inference.api`; the ``.geobind`` accessors wrap them.
+(``geobind.embed``, ``similarity``, ``change``, ``top_k``, ``classify``, ``plot``,
+``explore``) live in :mod:`geobind.inference.api`; the ``.geobind`` accessors wrap them.
 
 Example:
     >>> import geobind
@@ -25,6 +25,7 @@ __all__ = [
     "GeoBindWarning",
     "__version__",
     "build_index",
+    "change",
     "classify",
     "embed",
     "embed_to_zarr",
@@ -32,9 +33,13 @@ __all__ = [
     "generate_world",
     "list_models",
     "load",
+    "open_raster",
+    "open_store",
     "plot",
+    "query_store",
     "search",
     "similarity",
+    "store_groups",
     "top_k",
     "use_model",
 ]
@@ -47,8 +52,13 @@ _LAZY = {
     "list_models": "geobind.models.presets",
     "use_model": "geobind.inference.context",
     "embed_to_zarr": "geobind.inference.store",
+    "open_store": "geobind.inference.store",
+    "query_store": "geobind.inference.store",
+    "store_groups": "geobind.inference.store",
+    "open_raster": "geobind.inference.raster",
     "embed": "geobind.inference.api",
     "similarity": "geobind.inference.api",
+    "change": "geobind.inference.api",
     "top_k": "geobind.inference.api",
     "classify": "geobind.inference.api",
     "plot": "geobind.inference.api",

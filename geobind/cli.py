@@ -250,7 +250,8 @@ def eval_(
         float | None, typer.Option(help="Ground metres per pixel of the overhead images.")
     ] = None,
     scenes: Annotated[
-        list[Path] | None, typer.Option("--scenes", help="GeoTIFF scene (repeat for several).")
+        list[str] | None,
+        typer.Option("--scenes", help="GeoTIFF scene, path or COG URL (repeat for several)."),
     ] = None,
     ground_manifest: Annotated[
         Path | None, typer.Option(help="Photo manifest for --scenes (split column).")
@@ -307,7 +308,8 @@ def _train_signature(with_stage: bool):
         "model": "Starting model: a preset (tiny, demo) or a model folder.",
         "out": "Model folder to write.",
         "world": "Synthetic world folder (sets --scenes and --manifest).",
-        "scenes": "GeoTIFF scene (repeat for several).",
+        "scenes": "GeoTIFF scene, path or http(s)/s3 URL of a COG (repeat for several).",
+        "coarse_scenes": "The coarse sensor's scenes of the same places (the coarse stage).",
         "manifest": "Point manifest (GeoParquet, GeoPackage, CSV lon/lat) with a split column.",
         "pairs": "A pair dataset instead: SoundingEarth (hub parquet or metadata.csv), WebDataset "
         ".tar shards, or a pairs manifest (sat_path, path, split, lon/lat).",
@@ -428,9 +430,21 @@ def _parse_bands(text: str | None) -> list[int] | None:
 @app.command()
 def embed(
     scenes: Annotated[
-        list[Path], typer.Argument(help="GeoTIFF/VRT scenes; each becomes one group of the store.")
+        list[str],
+        typer.Argument(
+            help="GeoTIFF/VRT scenes: paths, http(s):// or s3:// URLs of COGs, or STAC items or "
+            "catalogues (file or URL); each scene or item becomes one group of the store."
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Zarr store to write or resume.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Zarr store to write or resume: a folder, or an object store URL (s3://bucket/"
+            "x.zarr, gs://…, az://…; credentials and endpoint from AWS_* …).",
+        ),
+    ],
     model: Annotated[
         str | None,
         typer.Option(
@@ -502,7 +516,9 @@ def embed(
 
 @app.command()
 def query(
-    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    store: Annotated[
+        str, typer.Argument(help="Zarr store written by `geobind embed` (a folder or s3://… URL).")
+    ],
     text: Annotated[
         str, typer.Argument(metavar="QUERY", help="Text, or an audio (.wav …) or photo file.")
     ],
@@ -560,7 +576,7 @@ def query(
 
 @app.command("index")
 def index_cmd(
-    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    store: Annotated[str, typer.Argument(help="Zarr store written by `geobind embed`.")],
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Build anew (other settings, a damaged index).")
     ] = False,
@@ -626,7 +642,7 @@ def _search_query(text: str, row: int | None):
 
 @app.command("search")
 def search_cmd(
-    store: Annotated[Path, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    store: Annotated[str, typer.Argument(help="Zarr store written by `geobind embed`.")],
     text: Annotated[
         str,
         typer.Argument(

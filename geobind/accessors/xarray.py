@@ -1,7 +1,7 @@
 """``DataArray.geobind`` and ``Dataset.geobind``: embedding grids and similarity maps in xarray.
 
 One-line wrappers over :mod:`geobind.inference.api` (``geobind.embed``, ``similarity``,
-``top_k``, ``classify``, ``plot``, ``explore``), with this object as the first argument.
+``change``, ``top_k``, ``classify``, ``plot``, ``explore``), with this object as the first argument.
 Registered when xarray is imported (see :mod:`geobind.accessors`). The accessor holds only the
 object it is attached to; models come from ``model=`` or :func:`geobind.use_model`. The grid
 embedded from a raster is kept for that raster object (see :func:`geobind.embed`), so repeated
@@ -100,6 +100,20 @@ _DOCS = {
             >>> sim = grid.geobind.similarity(["a lake", "a forest"], model="tiny")
             >>> sim.dims, sim["query"].values.tolist()
             (('query', 'y', 'x'), ['a lake', 'a forest'])
+        """,
+    "change": """Where a query's similarity rose or fell between two dates (``after − before``)
+        on a stack of dates (a ``time`` dimension): :func:`geobind.change`.
+
+        Example:
+            >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+            >>> grid = xr.DataArray(np.ones((2, 64, 2, 2), np.float32) / 8,
+            ...     dims=("time", "embedding", "y", "x"),
+            ...     coords={"time": [2023, 2024], "y": [1.5, 0.5], "x": [0.5, 1.5]}
+            ... ).rio.write_crs(32633)
+            >>> vector = np.zeros(64, np.float32); vector[0] = 1
+            >>> diff = grid.geobind.change(vector=vector, before=2023, after=2024)
+            >>> diff.dims, float(diff.max())
+            (('y', 'x'), 0.0)
         """,
     "classify": """Zero-shot class of every cell: :func:`geobind.classify`.
 

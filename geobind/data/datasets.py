@@ -101,14 +101,21 @@ def open_scene(path: str | os.PathLike[str], bands: Sequence[int]) -> SceneFile:
         >>> open_scene(tif, [1, 2, 3]).geobox.shape
         (4, 4)
     """
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isfile(path):
-        raise InputDataError(f"scene {path} does not exist; expected a GeoTIFF file")
-    try:
-        with rasterio.open(path) as src:
+    from geobind.sources import gdal_path, is_remote, open_dataset
+
+    if is_remote(path):  # an http(s)/s3 URL of a COG: read with Range requests
+        with open_dataset(path) as src:
             scene = SceneFile.from_rasterio(src)
-    except RasterioIOError as err:
-        raise InputDataError(f"cannot read scene {path}: {err}") from None
+        path = gdal_path(path)
+    else:
+        path = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(path):
+            raise InputDataError(f"scene {path} does not exist; expected a GeoTIFF file")
+        try:
+            with rasterio.open(path) as src:
+                scene = SceneFile.from_rasterio(src)
+        except RasterioIOError as err:
+            raise InputDataError(f"cannot read scene {path}: {err}") from None
     geobox, t = scene.geobox, scene.geobox.transform
     if geobox.crs is None:
         raise CRSError(
@@ -155,8 +162,13 @@ class _SceneRaster(RasterDataset):
 
     def __init__(self, scene: SceneFile, bands: Sequence[int]) -> None:
         self.all_bands = tuple(str(b) for b in range(1, scene.count + 1))
+        from geobind.sources import gdal_env
+
         res = scene.geobox.resolution
-        super().__init__(scene.path, crs=scene.geobox.crs, res=res, bands=[str(b) for b in bands])
+        with gdal_env():  # a remote scene: torchgeo opens it to index it
+            super().__init__(
+                scene.path, crs=scene.geobox.crs, res=res, bands=[str(b) for b in bands]
+            )
         self._scene = scene
         self._bounds = super().bounds
         self._paths = [str(f) for f in self.index.filepath]  # no globbing on every read
@@ -207,7 +219,10 @@ class _SceneRaster(RasterDataset):
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if filepath not in self._handles:
-            self._handles[filepath] = rasterio.open(filepath)
+            from geobind.sources import gdal_env
+
+            with gdal_env():  # remote scenes: the environment's endpoint and options
+                self._handles[filepath] = rasterio.open(filepath)
         return self._handles[filepath]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -595,8 +610,10 @@ def _nodata_fractions(scene: SceneFile, bounds: np.ndarray, bands: Sequence[int]
     out = np.zeros(len(bounds))
     if not len(bounds):
         return out
+    from geobind.sources import open_dataset
+
     (x0, y0), (rx, ry) = scene.origin, scene.geobox.resolution
-    with rasterio.open(scene.path) as src:
+    with open_dataset(scene.path) as src:
         for i, (xmin, ymin, xmax, ymax) in enumerate(bounds):
             window = Window(
                 round((xmin - x0) / rx),

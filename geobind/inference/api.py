@@ -1,11 +1,14 @@
-"""The function-first API: ``geobind.embed``, ``similarity``, ``top_k``, ``classify``, ``plot``,
-``explore``.
+"""The function-first API: ``geobind.embed``, ``similarity``, ``change``, ``top_k``,
+``classify``, ``plot``, ``explore``.
 
 One implementation, reached two ways: these functions, and the ``.geobind`` accessors on xarray
 and GeoPandas objects (one-line wrappers over them). Each takes the object to work on first:
 
 - a **raster**, ``DataArray(band, y, x)`` or ``(y, x)`` read with rioxarray (numpy- or
-  dask-backed), or a Dataset of 2-D band variables: embedded into a grid first;
+  dask-backed), or a Dataset of 2-D band variables: embedded into a grid first. Bands named by
+  common name (``red``, ``green``, ``blue``, ``nir``, as odc-stac and stackstac name them) are
+  read in the model's order; a ``time`` dimension (a stack of dates) gives
+  ``(time, embedding, y, x)`` grids and ``(time, y, x)`` maps, date by date (:func:`change`);
 - an **embedding grid**, ``DataArray(embedding, y, x)`` from :func:`embed` or a Zarr store
   (``xr.open_zarr(store, group=...)``, the Dataset or its ``embedding`` variable): never
   re-embedded;
@@ -36,7 +39,7 @@ from typing import Any
 
 from geobind.errors import InputDataError
 
-__all__ = ["classify", "embed", "explore", "plot", "similarity", "top_k"]
+__all__ = ["change", "classify", "embed", "explore", "plot", "similarity", "top_k"]
 
 _SIMILARITY = "similarity"
 
@@ -264,7 +267,8 @@ def embed(
         stride: pixels between chip centres (default: half a chip).
         batch_size: chips per forward pass.
         nodata_fraction: chips with a larger share of nodata/NaN pixels give NaN cells.
-        bands: 1-based bands read as R, G, B (default: the model's, e.g. ``[1, 2, 3]``).
+        bands: 1-based bands read as R, G, B (default: the model's, e.g. ``[1, 2, 3]``; on
+            bands named ``red``, ``green``, ``blue`` …, those names in the model's order).
         gsd: the raster's pixel size in metres, for rasters without a projected CRS.
         progress: show a progress bar (eager rasters).
         cache: keep the grid for this raster object, and reuse the one kept if it was embedded
@@ -275,7 +279,8 @@ def embed(
             imagery); the grid records it.
 
     Returns:
-        ``DataArray(embedding, y, x)`` float32 (NaN where a chip was mostly nodata), or for
+        ``DataArray(embedding, y, x)`` float32 (NaN where a chip was mostly nodata;
+        ``(time, embedding, y, x)`` for a raster with a ``time`` dimension), or for
         geometries a DataFrame on their index with columns ``0 … embed_dim − 1``.
 
     Raises:
@@ -473,6 +478,104 @@ def similarity(
     else:
         vectors, labels, several = embed_query(qmodel, query, templates=templates, **kinds)
     return scores(grid, vectors, labels, several)
+
+
+# -- change ---------------------------------------------------------------------------------------
+def change(
+    obj: Any,
+    query: Any = None,
+    before: Any = 0,
+    after: Any = -1,
+    *,
+    model: Any = None,
+    grid: Any = None,
+    time: str = "time",
+    **kw: Any,
+) -> Any:
+    """Where a query's similarity rose or fell between two dates: ``after − before``.
+
+    ``obj`` is a raster or grid with a ``time`` dimension (a stack of dates as odc-stac or
+    stackstac return it, or its :func:`embed` grid ``(time, embedding, y, x)``); each date is
+    embedded as its own raster and the grid kept, so several queries embed once. Positive cells
+    look more like the query after than before (e.g. ``"industrial roofs"`` where a field was
+    built over), negative ones less.
+
+    Args:
+        obj: a raster or embedding grid with a ``time`` dimension.
+        query: what to look for (as for :func:`similarity`: text, audio, photo, vector,
+            geometry; a list gives one map per query).
+        before: the earlier date: a label of the ``time`` coordinate (anything ``.sel`` takes,
+            e.g. ``"2024-05-01"``) or, an ``int``, a position (default the first date).
+        after: the later date, likewise (default the last date).
+        model: a model, preset name or model folder (default: :func:`geobind.use_model`'s).
+        grid: an embedding grid already made from the raster.
+        time: the name of the time dimension.
+        **kw: :func:`similarity`'s keywords (``text=``, ``templates=``, embedding settings).
+
+    Returns:
+        ``DataArray(y, x)`` (``(query, y, x)`` for several queries) named ``change``, in
+        [-2, 2], NaN where either date is nodata, with the grid's CRS and transform; its
+        ``attrs`` hold the grid's plus ``before`` and ``after``.
+
+    Raises:
+        InputDataError: no ``time`` dimension, or a date that is not in it.
+
+    Example:
+        >>> import geobind, numpy as np, xarray as xr, rioxarray  # noqa: F401
+        >>> pixels = np.random.default_rng(0).integers(1, 255, (2, 3, 64, 64), dtype=np.uint8)
+        >>> stack = xr.DataArray(pixels, dims=("time", "band", "y", "x"), coords={
+        ...     "time": np.array(["2024-05-01", "2024-09-01"], "datetime64[ns]"),
+        ...     "band": ["red", "green", "blue"],
+        ...     "y": 4_600_063.5 - np.arange(64), "x": 500_000.5 + np.arange(64)},
+        ... ).rio.write_crs(32633)
+        >>> diff = geobind.change(stack, "a new road", "2024-05-01", "2024-09-01", model="tiny")
+        >>> diff.dims, diff.shape, diff.rio.crs.to_epsg(), diff.attrs["after"]
+        (('y', 'x'), (3, 3), 32633, '2024-09-01')
+    """
+    if _geo(obj) is not None:
+        raise InputDataError(
+            "change maps a raster or grid with a time dimension; for geometries, score each "
+            "date with geobind.similarity(gdf, query, raster=...) and subtract"
+        )
+    sim = similarity(obj, query, model=model, grid=grid, **kw)
+    if time not in sim.dims:
+        raise InputDataError(
+            f"change needs a raster or grid with a {time!r} dimension (dates stacked, as "
+            f"odc-stac and stackstac return them); this one has dims {sim.dims}"
+        )
+    maps = [_at_date(sim, time, date) for date in (before, after)]
+    along = [k for k, v in sim.coords.items() if time in v.dims]
+    out = (maps[1] - maps[0]).drop_vars(along, errors="ignore")
+    out.name = "change"
+    out.attrs = {**sim.attrs, "before": _date_label(before), "after": _date_label(after)}
+    return out
+
+
+def _at_date(sim: Any, time: str, date: Any) -> Any:
+    """The map of one date: by label, or by position for an ``int`` (on a time axis that is not
+    itself integer)."""
+    coord = sim.coords.get(time)
+    by_position = isinstance(date, int) and not isinstance(date, bool)
+    if by_position and (coord is None or coord.dtype.kind not in "iu"):
+        if not -sim.sizes[time] <= date < sim.sizes[time]:
+            raise InputDataError(f"date position {date} is out of range: {sim.sizes[time]} dates")
+        return sim.isel({time: date})
+    try:
+        out = sim.sel({time: date})
+    except (KeyError, TypeError, ValueError):
+        dates = [] if coord is None else [str(v)[:19] for v in coord.values]
+        raise InputDataError(f"no date {date!r} in the raster; its dates: {dates}") from None
+    if time in out.dims:
+        if out.sizes[time] != 1:
+            raise InputDataError(
+                f"{date!r} matches {out.sizes[time]} dates; pass one (or its position)"
+            )
+        out = out.isel({time: 0})
+    return out
+
+
+def _date_label(date: Any) -> Any:
+    return date if isinstance(date, int | str) else str(date)
 
 
 def _geometry_query(grid: Any, query: Any) -> Any:

@@ -12,25 +12,38 @@ when :func:`~geobind.inference.store.embed_to_zarr` appends groups (or finishes 
       index.json          format, kind and settings, the store's satellite encoder hash
                           (sat_sha256), each group's number, cells, grid (shape, transform, CRS)
                           and whether its tiles were all done; sizes and hashes of the files
-      faiss.index         the faiss index (IVF-PQ codes and ids, or float16 vectors when flat)
+      faiss.index         the faiss index (IVF-PQ codes and ids, or the vectors when flat)
       groups/<n>.cells    the flat cell index (row · width + col) of each indexed cell, in order
-      groups/<n>.f16      those cells' vectors, float16 (n_cells, embed_dim): the re-ranking copy
+      groups/<n>.f32|f16  those cells' vectors (n_cells, embed_dim) in the store's dtype
+                          (float32, else float16): the re-ranking copy
 
 **Ids.** Cell ``i`` of group number ``g`` has id ``g · 2⁴⁰ + i``; ``groups/<g>.cells[i]`` gives
 its row and column, so a hit maps back to ``(group, row, col)`` with no table in memory.
 
-**Kinds.** ``"flat"`` (stores of fewer than :data:`FLAT_BELOW` cells): every vector as float16,
-scanned in full; exact. ``"ivfpq"``: an inverted file of ``nlist`` lists (k-means centroids;
-their own HNSW graph from :data:`HNSW_QUANTIZER_FROM` lists on) whose vectors are product-
-quantised to ``pq`` bytes; a query scans the ``nprobe`` nearest lists, takes the
-``rerank × k`` best by their codes and re-ranks them exactly with the float16 copy, which is
-memory-mapped (read from disk as needed, not held in memory). :func:`index_params` sizes these
-from the number of cells; every one can be overridden.
+**Kinds.** ``"flat"`` (stores of fewer than :data:`FLAT_BELOW` cells): every vector in the
+store's dtype, scanned in full; exact. ``"ivfpq"``: an inverted file of ``nlist`` lists (k-means
+centroids; their own HNSW graph from :data:`HNSW_QUANTIZER_FROM` lists on) whose unit vectors
+are product-quantised to ``pq`` bytes and compared by L2 distance (for unit vectors it ranks as
+the inner product does; see :meth:`StoreIndex.search`); a query scans the ``nprobe`` nearest
+lists, takes the ``rerank × k`` best by their codes and re-ranks them exactly with the copy,
+which is memory-mapped (read from disk as needed, not held in memory), so the scores are the
+exact scan's. :func:`index_params` sizes these from the number of cells; every one can be
+overridden.
+
+**Recall.** What limits it, measured (``benchmarks/search.py``: the demo model's embeddings, all
+within a narrow cone, mean vector of norm 0.95): codes compared by inner product put only 0.80
+of "places like this" queries' exact top 100 among 30 · k candidates (their top 100 span
+scores 0.002 apart, less than the codes' error, in which the inner product of a code with a
+norm off 1 is biased); compared by L2 distance, 1.00. Text queries of the demo model lie far
+from every cell (cosine ~0.1): their best cells spread over many lists, so they set ``nprobe``;
+and an HNSW graph over the centroids missed their lists (capped at 0.90 at 3 M cells),
+so the centroids are scanned in full up to 65 536 lists.
 
 **Why faiss.** Measured on this project's 2-core machine, shared with other jobs
 (``python benchmarks/search.py --libraries``; 1 M cells of the demo model's 128-d embeddings,
 100 queries, recall@100 against the exact scan, *tied*: a cell within 1e-3 of the 100th best
-score counts): faiss ``IVF4096,PQ32`` with float16 re-ranking of 10 · k candidates, nprobe 64:
+score counts; inner-product codes then, before the L2 codes above): faiss ``IVF4096,PQ32``
+with float16 re-ranking of 10 · k candidates, nprobe 64:
 recall 1.000 (strict 0.905), 1.0 ms a query, 0.17× the float16 grid in memory; without
 re-ranking recall 0.79; the 4-bit fast-scan variant ``PQ32x4fs`` ≤ 0.78 even re-ranked. usearch
 HNSW (16 links, ef 256): float16 vectors recall 0.937 (strict 0.79) at 0.6 ms, int8 vectors 0.41
@@ -65,12 +78,14 @@ from geobind._hashing import sha256_file
 from geobind._version import __version__
 from geobind.errors import IndexMismatchError, IndexNotFoundError, InputDataError
 from geobind.inference.index_open import (
+    _COPIES,
     _GROUP_SHIFT,
     _OPEN,
     INDEX_DIR,
     INDEX_FORMAT,
     StoreIndex,
     _check_model,
+    _copy_dtype,
     _faiss,
     _folder,
     _group_arrays,
@@ -82,6 +97,7 @@ from geobind.inference.index_open import (
     _rebuild_hint,
     _stale_groups,
     _store_root,
+    _unit,
     open_index,
 )
 
@@ -100,7 +116,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FLAT_BELOW = 65_536  # fewer cells: scan them all (a few ms); more: IVF-PQ
-HNSW_QUANTIZER_FROM = 2_048  # lists from which the centroids get an HNSW graph of their own
+# lists from which the centroids get an HNSW graph of their own. Below, the query is compared
+# with every centroid (nlist · dim values: 0.5 M for 4096 lists of 128-d, ~0.1 ms): an HNSW graph
+# picks the wrong lists for queries far from the cells (text), whose recall@100 it capped at 0.90
+# at 3 M cells however many lists were scanned (benchmarks/search.py)
+HNSW_QUANTIZER_FROM = 65_536
 _BATCH = 1 << 18  # cells read, encoded and added at a time (bounds memory)
 _KINDS = ("auto", "flat", "ivfpq")
 
@@ -113,17 +133,20 @@ def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
       ``64 · nlist`` samples; more lists make queries faster and builds slower).
     - ``pq``: bytes per vector code, ``dim / 4`` (4 dimensions per byte, 8-bit codebooks):
       32 for 128-d, 128 for 512-d.
-    - ``nprobe``: lists a query scans, a sixteenth of them (at least 16): text queries
-      lie farther from the cells than cells from each other and need more lists than "places
-      like this" (``benchmarks/search.py``: at 1 M cells, recall@100 of text queries 0.93 with
-      a 64th of the lists, 0.99 with a 16th);
-      ``rerank``: candidates re-ranked exactly per result wanted (30: ``30 · k`` candidates).
+    - ``nprobe``: lists a query scans, an eighth of them (at least 32): text queries lie
+      far from the cells (cosine ~0.1 with all of them) and their best cells spread over many
+      lists, unlike "places like this", whose best cells share one or two (measured at 3 M
+      cells of 128-d, 2048 lists: the share of text queries' exact top 100 in the lists scanned
+      was 0.94 with a 32nd of them, 0.98 with a 16th, 0.99 with an 8th; cell queries' 1.00).
+    - ``rerank``: candidates gathered by their codes and re-ranked exactly, per result wanted
+      (50: ``50 · k``; at 3 M cells, 30 · k candidates held 0.95 of text queries' exact top 100,
+      50 · k 0.97; cell queries' 1.00 from 30 · k on).
     - ``train``: vectors sampled to train the centroids and codebooks.
 
     Example:
         >>> p = index_params(10_000_000, 128)
         >>> p["kind"], p["nlist"], p["pq"], p["nprobe"], p["rerank"]
-        ('ivfpq', 4096, 32, 256, 30)
+        ('ivfpq', 4096, 32, 512, 50)
         >>> index_params(5_000, 64)["kind"]
         'flat'
         >>> index_params(10_000_000, 128, nprobe=8)["nprobe"]
@@ -147,8 +170,8 @@ def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
         "kind": kind,
         "nlist": nlist,
         "pq": int(given.get("pq", max(1, dim // 4))),
-        "nprobe": int(given.get("nprobe", min(nlist, max(16, nlist // 16)))),
-        "rerank": int(given.get("rerank", 30)),
+        "nprobe": int(given.get("nprobe", min(nlist, max(32, nlist // 8)))),
+        "rerank": int(given.get("rerank", 50)),
         "train": int(given.get("train", max(64 * nlist, 65_536))),
     }
     if kind == "flat":
@@ -168,19 +191,22 @@ def index_params(cells: int, dim: int, **overrides: Any) -> dict[str, Any]:
     return params
 
 
-def _factory(params: dict[str, Any]) -> str:
-    """The faiss ``index_factory`` string of a kind and its settings.
+def _factory(params: dict[str, Any], dtype: str = "float16") -> str:
+    """The faiss ``index_factory`` string of a kind and its settings (``dtype``: the store's,
+    which a flat index keeps).
 
     Example:
         >>> _factory({"kind": "ivfpq", "nlist": 1024, "pq": 32})
         'IVF1024,PQ32np'
         >>> _factory({"kind": "ivfpq", "nlist": 4096, "pq": 32})
-        'IVF4096_HNSW32,PQ32np'
-        >>> _factory({"kind": "flat"})
-        'IDMap,SQfp16'
+        'IVF4096,PQ32np'
+        >>> _factory({"kind": "ivfpq", "nlist": 65536, "pq": 32})
+        'IVF65536_HNSW32,PQ32np'
+        >>> _factory({"kind": "flat"}), _factory({"kind": "flat"}, "float32")
+        ('IDMap,SQfp16', 'IDMap,Flat')
     """
     if params["kind"] == "flat":
-        return "IDMap,SQfp16"
+        return "IDMap,Flat" if dtype == "float32" else "IDMap,SQfp16"
     quantizer = "_HNSW32" if params["nlist"] >= HNSW_QUANTIZER_FROM else ""
     # np: no polysemous training (a Hamming-distance filter geobind does not use; it was 3/4 of
     # the training time here)
@@ -217,7 +243,7 @@ class IndexSummary:
                 f"{len(self.groups)} group(s); {added} in {self.seconds:.1f} s",
                 f"  settings: {settings}",
                 f"  memory {self.memory_bytes / 2**20:.1f} MiB ({share:.2f}× the cells as float16)"
-                f", on disk {self.disk_bytes / 2**20:.1f} MiB (with the float16 re-ranking copy)",
+                f", on disk {self.disk_bytes / 2**20:.1f} MiB (with the re-ranking copy)",
             ]
         )
 
@@ -250,8 +276,8 @@ def _embed_dim(root: Path, names: list[str]) -> int:
         return int(zarr.open_array(root, path=f"{names[0]}/embedding", mode="r").shape[0])
 
 
-def _read_group(root: Path, name: str, dim: int):
-    """``(flat cell indices, float16 vectors)`` of a group's valid cells, chunk by chunk."""
+def _read_group(root: Path, name: str, dim: int, dtype: str = "float16"):
+    """``(flat cell indices, vectors as dtype)`` of a group's valid cells, chunk by chunk."""
     import zarr
 
     from geobind.inference.store.metadata import _quiet
@@ -270,7 +296,7 @@ def _read_group(root: Path, name: str, dim: int):
                 continue
             rr, cc = np.divmod(np.flatnonzero(valid), w)
             cells = (rr + r0).astype(np.int64) * nx + (cc + c0)
-            yield cells, np.ascontiguousarray(flat[:, valid].T, dtype=np.float16)
+            yield cells, np.ascontiguousarray(flat[:, valid].T, dtype=dtype)
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -282,17 +308,21 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _write_group_files(folder: Path, number: int, chunks) -> tuple[int, int]:
-    """Write a group's ``.cells`` and ``.f16`` files; returns ``(cells, dim)``."""
+def _write_group_files(
+    folder: Path, number: int, chunks, dtype: str = "float16"
+) -> tuple[int, int]:
+    """Write a group's ``.cells`` and re-ranking copy (``.f16`` or ``.f32``) files; returns
+    ``(cells, dim)``."""
     (folder / "groups").mkdir(parents=True, exist_ok=True)
+    suffix, code = _COPIES[dtype]
     n, dim = 0, 0
     with (
         open(folder / "groups" / f"{number}.cells", "wb") as fc,
-        open(folder / "groups" / f"{number}.f16", "wb") as fv,
+        open(folder / "groups" / f"{number}.{suffix}", "wb") as fv,
     ):
         for cells, vectors in chunks:
             fc.write(cells.astype("<i8").tobytes())
-            fv.write(vectors.astype("<f2").tobytes())
+            fv.write(vectors.astype(code).tobytes())
             n += len(cells)
             dim = vectors.shape[1]
     return n, dim
@@ -303,26 +333,33 @@ def _disk_bytes(folder: Path) -> int:
 
 
 # -- building ------------------------------------------------------------------------------------
-def _train_sample(folder: Path, groups: dict[str, Any], dim: int, size: int) -> np.ndarray:
-    """Up to ``size`` vectors drawn evenly (seeded) from the groups' float16 copies."""
+def _train_sample(
+    folder: Path, groups: dict[str, Any], dim: int, size: int, dtype: str = "float16"
+) -> np.ndarray:
+    """Up to ``size`` unit vectors drawn evenly (seeded) from the groups' re-ranking copies."""
     total = sum(g["cells"] for g in groups.values())
     rng = np.random.default_rng(0)
     take = np.sort(rng.choice(total, min(size, total), replace=False))
     out, start = [], 0
     for g in groups.values():
-        _, vectors = _group_arrays(folder, g["number"], g["cells"], dim)
+        _, vectors = _group_arrays(folder, g["number"], g["cells"], dim, dtype)
         mine = take[(take >= start) & (take < start + g["cells"])] - start
-        out.append(np.asarray(vectors[mine], np.float32))
+        out.append(_unit(vectors[mine]))
         start += g["cells"]
     return np.concatenate(out)
 
 
-def _add_group(index: Any, folder: Path, g: dict[str, Any], dim: int) -> None:
+def _add_group(index: Any, folder: Path, g: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Add a group's vectors (unit vectors for an L2 index) with their ids."""
     _quantizer_ef(index, 32)
-    _, vectors = _group_arrays(folder, g["number"], g["cells"], dim)
+    dim, dtype = meta["embed_dim"], _copy_dtype(meta)
+    _, vectors = _group_arrays(folder, g["number"], g["cells"], dim, dtype)
+    unit = meta.get("metric") == "l2"
     base = g["number"] << _GROUP_SHIFT
     for i in range(0, g["cells"], _BATCH):
         block = np.asarray(vectors[i : i + _BATCH], np.float32)
+        if unit:
+            block = _unit(block)
         index.add_with_ids(block, base + np.arange(i, i + len(block), dtype=np.int64))
 
 
@@ -363,7 +400,8 @@ def _index_groups(root: Path, folder: Path, names: list[str], meta: dict, progre
         old = meta["groups"].get(name)
         number = old["number"] if old else meta["next_number"]
         state = _group_state(root, name)
-        cells, _ = _write_group_files(folder, number, _read_group(root, name, dim))
+        dtype = _copy_dtype(meta)
+        cells, _ = _write_group_files(folder, number, _read_group(root, name, dim, dtype), dtype)
         meta["groups"][name] = {
             "number": number,
             "cells": cells,
@@ -395,16 +433,20 @@ def _build(root: Path, settings: dict, params: dict, progress: bool) -> IndexSum
             raise InputDataError(f"store {root} has no valid cell to index (are its tiles done?)")
         auto = index_params(cells, dim, **{k: v for k, v in params.items() if k != "auto"})
         meta["params"] = auto
+        # IVF-PQ: codes of unit vectors, compared by L2 (which ranks unit vectors as the inner
+        # product does, and estimates the codes' error far better: see StoreIndex.search)
+        meta["metric"] = "l2" if auto["kind"] == "ivfpq" else "ip"
         timings = {"read": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        index = faiss.index_factory(dim, _factory(auto), faiss.METRIC_INNER_PRODUCT)
+        metric = faiss.METRIC_L2 if meta["metric"] == "l2" else faiss.METRIC_INNER_PRODUCT
+        index = faiss.index_factory(dim, _factory(auto, _copy_dtype(meta)), metric)
         if auto["kind"] == "ivfpq":
             if cells < auto["nlist"] * 4:
                 raise InputDataError(
                     f"nlist={auto['nlist']} is too many lists for {cells:,} cells; pass a "
                     f"smaller nlist (≤ {max(1, cells // 39)}) or leave it to the index"
                 )
-            sample = _train_sample(folder, meta["groups"], dim, auto["train"])
+            sample = _train_sample(folder, meta["groups"], dim, auto["train"], _copy_dtype(meta))
             # small stores: no faiss warnings on stderr (the re-ranking makes up for coarser
             # codebooks; fewer than 1024 cells are refused below)
             index.cp.min_points_per_centroid = 4
@@ -418,7 +460,7 @@ def _build(root: Path, settings: dict, params: dict, progress: bool) -> IndexSum
             timings["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for g in meta["groups"].values():
-            _add_group(index, folder, g, dim)
+            _add_group(index, folder, g, meta)
         timings["add"] = time.perf_counter() - t0
         _save(index, folder, meta)
     except BaseException:
@@ -445,6 +487,8 @@ def _new_meta(settings: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
         "sat_sha256": settings.get("sat_sha256") or settings.get("model_sha256"),
         "embed_dim": None,
         "store_dtype": settings.get("dtype"),
+        # the re-ranking copy keeps a float32 store's values (exact scores), else float16
+        "copy_dtype": "float32" if settings.get("dtype") == "float32" else "float16",
         "asked": {k: v for k, v in params.items() if v is not None},
         "params": {},
         "store_groups": settings["groups"],
@@ -498,7 +542,7 @@ def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> In
     timings = {"read": time.perf_counter() - t0}
     t0 = time.perf_counter()
     for name in stale:
-        _add_group(index, folder, meta["groups"][name], meta["embed_dim"])
+        _add_group(index, folder, meta["groups"][name], meta)
     timings["add"] = time.perf_counter() - t0
     _save(index, folder, meta)
     _OPEN.clear()
@@ -541,7 +585,7 @@ def build_index(
 
     Args:
         store: a store written by :func:`~geobind.inference.store.embed_to_zarr`.
-        kind: ``"auto"``, ``"flat"`` (exact; every vector as float16) or ``"ivfpq"``.
+        kind: ``"auto"``, ``"flat"`` (exact; every vector in the store's dtype) or ``"ivfpq"``.
         nlist: inverted lists (IVF-PQ).
         pq: bytes per product-quantised code; must divide ``embed_dim``.
         nprobe: lists a query scans by default (a search may pass another).

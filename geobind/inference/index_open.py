@@ -51,8 +51,14 @@ def _rebuild_hint(root: Path) -> str:
 
 def _store_root(store: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """The store's folder and root settings; refuses what is not a geobind store."""
+    from geobind.inference.store.location import is_url
     from geobind.inference.store.read import store_groups
 
+    if is_url(store):
+        raise InputDataError(
+            f"search indexes are kept with stores in local folders only; {store} is an object "
+            "store. Copy it to a folder (e.g. aws s3 sync) and index that"
+        )
     root = Path(store).expanduser().resolve()
     store_groups(root)  # the store's own checks and messages
     attrs = json.loads((root / "zarr.json").read_text())["attributes"]["geobind"]
@@ -76,13 +82,37 @@ def _folder(root: Path) -> Path:
     return root / INDEX_DIR
 
 
-def _group_arrays(folder: Path, number: int, cells: int, dim: int) -> tuple[np.ndarray, Any]:
+_COPIES = {"float16": ("f16", "<f2"), "float32": ("f32", "<f4")}  # re-ranking copy: suffix, dtype
+
+
+def _copy_dtype(meta: dict[str, Any]) -> str:
+    """The dtype of an index's re-ranking copy: the store's (float32 or float16); indexes
+    written before it was recorded hold float16."""
+    return meta.get("copy_dtype", "float16")
+
+
+def _group_arrays(
+    folder: Path, number: int, cells: int, dim: int, dtype: str = "float16"
+) -> tuple[np.ndarray, Any]:
     """A group's cell indices and vectors, memory-mapped (empty arrays for an empty group)."""
+    suffix, code = _COPIES[dtype]
     if cells == 0:
-        return np.empty(0, np.int64), np.empty((0, dim), np.float16)
+        return np.empty(0, np.int64), np.empty((0, dim), code)
     flat = np.memmap(folder / "groups" / f"{number}.cells", "<i8", "r", shape=(cells,))
-    vectors = np.memmap(folder / "groups" / f"{number}.f16", "<f2", "r", shape=(cells, dim))
+    vectors = np.memmap(folder / "groups" / f"{number}.{suffix}", code, "r", shape=(cells, dim))
     return flat, vectors
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), float32 and contiguous.
+
+    Example:
+        >>> _unit(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    x = np.asarray(x, np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(norm > 0, norm, 1), np.float32)
 
 
 def _quantizer_ef(index: Any, nprobe: int) -> None:
@@ -178,9 +208,12 @@ class StoreIndex:
         self.cells = sum(g["cells"] for g in meta["groups"].values())
         self._by_number = {g["number"]: name for name, g in meta["groups"].items()}
         self._arrays: dict[int, tuple[np.ndarray, Any]] = {}
+        self.copy_dtype = _copy_dtype(meta)
         folder = _folder(root)
+        copy = _COPIES[self.copy_dtype][0]
+        width = np.dtype(_COPIES[self.copy_dtype][1]).itemsize * self.embed_dim
         for name, g in meta["groups"].items():
-            for suffix, size in (("cells", 8), ("f16", 2 * self.embed_dim)):
+            for suffix, size in (("cells", 8), (copy, width)):
                 path = folder / "groups" / f"{g['number']}.{suffix}"
                 have = path.stat().st_size if path.is_file() else -1
                 if g["cells"] and have != g["cells"] * size:
@@ -194,7 +227,7 @@ class StoreIndex:
         if number not in self._arrays:
             g = self.meta["groups"][self._by_number[number]]
             self._arrays[number] = _group_arrays(
-                _folder(self.root), number, g["cells"], self.embed_dim
+                _folder(self.root), number, g["cells"], self.embed_dim, self.copy_dtype
             )
         return self._arrays[number]
 
@@ -204,7 +237,14 @@ class StoreIndex:
         """The ``k`` best cells for each of ``(n, embed_dim)`` unit vectors: ``(scores, ids)``,
         each ``(n, k)``, best first (ids ``-1`` and scores ``-inf`` past the end of a short list).
 
-        ``nprobe`` and ``rerank`` override the index's defaults for this search.
+        ``nprobe`` and ``rerank`` override the index's defaults for this search. An IVF-PQ index
+        gathers ``rerank · k`` candidates from the ``nprobe`` nearest lists by their codes, then
+        scores them exactly with the re-ranking copy (the store's values: float32 stores keep a
+        float32 copy, so these scores equal the exact scan's). Its codes are of unit vectors
+        compared by L2 distance, which ranks them as the inner product does
+        (``|q − x|² = |q|² + 1 − 2 q·x`` for unit ``x``) but estimates the codes' error far
+        better than the inner product of the codes (whose norms stray from 1); indexes built
+        before ``metric`` was recorded compare by inner product.
 
         Example:
             >>> import numpy as np
@@ -242,13 +282,19 @@ class StoreIndex:
         self.index.nprobe = int(nprobe or params["nprobe"])
         _quantizer_ef(self.index, self.index.nprobe)
         factor = params["rerank"] if rerank is None else int(rerank)
+        l2 = self.meta.get("metric") == "l2"
+        probe = _unit(q) if l2 else q
         if factor <= 1:
-            return self.index.search(q, k)
-        scores, ids = self.index.search(q, min(self.cells, k * factor))
+            scores, ids = self.index.search(probe, k)
+            if l2:  # |q̂ − x|² = 2 − 2 q̂·x for unit q̂ and x: back to q·x
+                scores = (1 - scores / 2) * np.linalg.norm(q, axis=1, keepdims=True)
+                scores[ids < 0] = -np.inf
+            return scores, ids
+        _, ids = self.index.search(probe, min(self.cells, k * factor))
         return self._rerank(q, ids, k)
 
     def _rerank(self, q: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of the candidates from the float16 copy; the best ``k`` of each row."""
+        """Exact scores of the candidates from the re-ranking copy; the best ``k`` of each row."""
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):
@@ -287,7 +333,7 @@ class StoreIndex:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes the index holds in memory (the float16 copy is memory-mapped, not counted)."""
+        """Bytes the index holds in memory (the re-ranking copy is memory-mapped, not counted)."""
         return int(self.meta["memory_bytes"])
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "layout",
     "model_chip_grid",
     "model_sha256",
+    "named_bands",
     "open_raster",
     "plan_grid",
     "read_pixels",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 EMBEDDING = "embedding"
+TIME = "time"  # the dimension odc-stac and stackstac stack dates along
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,17 @@ class Layout:
         return self.geobox.crs
 
 
-def open_raster(path: str | os.PathLike[str], **kwargs: Any) -> xr.DataArray:
+def open_raster(
+    path: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
     """``rioxarray.open_rasterio(path)`` (lazily read), with a clear error for bad files.
+
+    ``path`` may be a local path or an ``http(s)://``, ``s3://``, ``gs://`` or ``az://`` URL of a
+    (Cloud-Optimised) GeoTIFF, read with Range requests (:mod:`geobind.sources`; credentials from
+    the standard environment or ``storage_options``).
 
     Example:
         >>> open_raster("missing.tif")
@@ -87,10 +98,16 @@ def open_raster(path: str | os.PathLike[str], **kwargs: Any) -> xr.DataArray:
     """
     import rioxarray
 
-    if not Path(path).exists():
+    from geobind.sources import gdal_env, gdal_path, is_remote, open_dataset
+
+    if is_remote(path):
+        with open_dataset(path, storage_options):  # one-line errors: 404, credentials …
+            pass
+    elif not Path(path).exists():
         raise InputDataError(f"raster {path} does not exist")
     try:
-        return rioxarray.open_rasterio(path, **kwargs)
+        with gdal_env(storage_options):
+            return rioxarray.open_rasterio(gdal_path(path), **kwargs)
     except Exception as err:  # rasterio's RasterioIOError / CPLE_* errors
         raise InputDataError(
             f"cannot open raster {path}: {err}. Is it a GeoTIFF (or another GDAL raster)?"
@@ -137,8 +154,8 @@ def layout(raster: xr.DataArray) -> Layout:
     extra = [d for d in raster.dims if d not in (y, x)]
     if len(extra) > 1:
         raise InputDataError(
-            f"a raster has (band, y, x) dimensions; this one has {raster.dims}. Select or "
-            "stack the others first"
+            f"a raster has (band, y, x) dimensions (and maybe time, which geobind.embed "
+            f"embeds date by date); this one has {raster.dims}. Select or stack the others first"
         )
     if raster.sizes[y] < 2 or raster.sizes[x] < 2:
         raise InputDataError(f"the raster is too small to place chips on ({dict(raster.sizes)})")
@@ -326,7 +343,14 @@ def embed_raster(
     model = resolve_model(model)
     if not 0 <= nodata_fraction <= 1:
         raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
+    if TIME in raster.dims:
+        kw = {"chip_size": chip_size, "stride": stride, "batch_size": batch_size, "gsd": gsd,
+              "nodata_fraction": nodata_fraction, "bands": bands, "progress": progress,
+              "encoder": encoder}  # fmt: skip
+        return _embed_dates(raster, model, kw)
     arr, lay = band_pixels(raster)
+    if bands is None:
+        arr, bands = named_bands(arr, lay.band or "band", model[encoder])
     grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder)[1]
     attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
     if arr.chunks is None:
@@ -347,6 +371,62 @@ def embed_raster(
         args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
         data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, lay, args)
     return grid_dataarray(data, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
+
+
+def _embed_dates(raster: xr.DataArray, model: Any, kw: dict[str, Any]) -> xr.DataArray:
+    """``(time, embedding, y, x)``: each date embedded as a raster of its own, then stacked;
+    the coordinates along ``time`` (dates, item ids …) are kept."""
+    dates = [embed_raster(raster.isel({TIME: i}), model, **kw) for i in range(raster.sizes[TIME])]
+    if not dates:
+        raise InputDataError("the raster has an empty time dimension: no date to embed")
+    out = xr.concat(dates, dim=TIME, coords="minimal", compat="override", join="override")
+    along = {k: v.variable for k, v in raster.coords.items() if v.dims == (TIME,)}
+    return out.assign_coords(along)
+
+
+def named_bands(
+    arr: xr.DataArray, band: str, encoder: Any
+) -> tuple[xr.DataArray, Sequence[int] | None]:
+    """Bands named by their common names (``red``, ``green``, ``blue``, ``nir`` …, as odc-stac
+    and stackstac name them) picked in the order the ``encoder`` reads them, and the 1-based
+    bands of the result; a raster with numbered bands, or with labels none of which is a
+    common name, as it is, with ``None`` (its bands are read by position).
+
+    Names are read from a ``common_name`` coordinate along the band dimension (stackstac's),
+    else from the band labels themselves; case-insensitive.
+
+    Example:
+        >>> import geobind, numpy as np, xarray as xr
+        >>> arr = xr.DataArray(np.zeros((4, 2, 2)), dims=("band", "y", "x"),
+        ...                    coords={"band": ["NIR", "Blue", "green", "red"]})
+        >>> rgb, bands = named_bands(arr, "band", geobind.load("tiny")["sat"])
+        >>> rgb["band"].values.tolist(), bands
+        (['red', 'green', 'Blue'], [1, 2, 3])
+    """
+    from geobind.stac import COMMON_NAMES
+
+    coord = arr.coords.get("common_name")
+    if coord is None or coord.dims != (band,):
+        coord = arr.coords.get(band)
+    if coord is None or coord.dtype.kind not in "UO":
+        return arr, None
+    labels = [str(v).lower() for v in coord.values]
+    if not set(labels) & set(COMMON_NAMES):  # other names (a Dataset's variables): by position
+        return arr, None
+    count = len(encoder.bands)
+    if count > len(COMMON_NAMES):
+        raise InputDataError(
+            f"the encoder reads {count} bands but geobind names only {COMMON_NAMES}; pass "
+            "bands=[...] (1-based) for a raster with named bands"
+        )
+    wanted = COMMON_NAMES[:count]
+    missing = [name for name in wanted if name not in labels]
+    if missing:
+        raise InputDataError(
+            f"the raster's bands are named {labels}; the model reads {list(wanted)} and "
+            f"{missing} is missing. Pass bands=[...] (1-based) to pick them by position"
+        )
+    return arr.isel({band: [labels.index(name) for name in wanted]}), list(range(1, count + 1))
 
 
 def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, lay: Layout, args: tuple):

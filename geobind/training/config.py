@@ -18,7 +18,9 @@ class TrainConfig:
         model: starting model: a preset name or a model folder (stage 2 needs a stage-1 model).
         out: the model folder to write.
         world: a synthetic world folder (sets ``scenes`` and ``manifest``).
-        scenes: GeoTIFF scenes, when not using a world.
+        scenes: GeoTIFF scenes (paths or COG URLs), when not using a world.
+        coarse_scenes: the coarse sensor's scenes of the same places (the coarse-sensor stage
+            pairs them with ``scenes`` at the manifest's points).
         manifest: point manifest (photos for stage 1 and pretrain-clip, audio for stage 2).
         pairs: a pair dataset (one overhead image per photo or recording; see
             :mod:`geobind.data.pairs`) instead of scenes and a manifest.
@@ -40,6 +42,7 @@ class TrainConfig:
     out: str = "model"
     world: str | None = None
     scenes: list[str] = field(default_factory=list)
+    coarse_scenes: list[str] = field(default_factory=list)
     manifest: str | None = None
     pairs: str | None = None
     pairs_format: str | None = None
@@ -83,6 +86,7 @@ class TrainConfig:
                 f"unknown training option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        if isinstance(values.get("scenes"), str):
-            values["scenes"] = [values["scenes"]]
+        for key in ("scenes", "coarse_scenes"):
+            if isinstance(values.get(key), str):
+                values[key] = [values[key]]
         return cls(**values)

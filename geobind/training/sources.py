@@ -184,42 +184,59 @@ def _from_pairs(cfg, model, kind, split, chip_args) -> PairedData:
     return PairedData(chips, _Items(pairs), record)
 
 
+def _coarse_inputs(cfg) -> tuple[list[str], list[str], Path, str]:
+    """Fine scenes, coarse scenes, the point manifest and the source's name of the coarse stage."""
+    if cfg.world:
+        from geobind.synth import load_world
+
+        world = load_world(cfg.world)
+        fine = [str(p) for p in world.scenes.values()]
+        return fine, [str(p) for p in world.coarse_scenes.values()], world.ground_manifest, "world"
+    if cfg.scenes and cfg.coarse_scenes and cfg.manifest:
+        return list(cfg.scenes), list(cfg.coarse_scenes), Path(cfg.manifest), "scenes"
+    raise InputDataError(
+        "the coarse-sensor stage pairs fine scenes (--scenes) with coarse scenes of the same "
+        "places (--coarse-scenes) at a manifest's points (--manifest), or reads a synthetic "
+        "world's coarse twins (--world)"
+    )
+
+
 def _from_coarse_twin(cfg, model, split: str, augment: bool) -> PairedData:
-    """Chips of the world's scenes (``chips``: the anchors' side) and of their coarse twins at
-    the same points (``items``: what the coarse encoder reads), kept where both are whole."""
+    """Chips of the fine scenes (``chips``: the anchors' side) and of the coarse scenes at the
+    same points (``items``: what the coarse encoder reads), kept where both are whole."""
     from geobind.data.datasets import PairedChips
     from geobind.data.manifest import read_manifest
 
-    if not cfg.world:
-        raise InputDataError(
-            "the coarse-sensor stage reads a synthetic world's coarse twins (--world)"
-        )
-    from geobind.synth import load_world
-
-    world = load_world(cfg.world)
     if "coarse" not in model.modalities:
         raise InputDataError(f"model {model.name!r} has no 'coarse' encoder")
-    gdf = read_manifest(world.ground_manifest)
+    fine_scenes, coarse_scenes, manifest, source = _coarse_inputs(cfg)
+    gdf = read_manifest(manifest)
+    if "split" not in gdf.columns:
+        raise InputDataError(f"{manifest} has no `split` column (train/val/test)")
     points = gdf[gdf["split"] == split]
     if len(points) == 0:
-        raise InputDataError(f"{world.ground_manifest} has no {split!r} rows")
+        raise InputDataError(f"{manifest} has no {split!r} rows")
     fine_args, coarse_args = (
         _chip_args(model, None),
         _chip_args(model, cfg if augment else None, "coarse"),
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CRSMismatchWarning)  # the manifests are EPSG:4326
-        coarse = PairedChips([str(p) for p in world.coarse_scenes.values()], points,
-                             gsd=model.config["coarse"]["gsd"], **coarse_args)  # fmt: skip
-        fine = PairedChips([str(p) for p in world.scenes.values()], coarse.points,
-                           gsd=model.config["sat"].get("gsd"), **fine_args)  # fmt: skip
+        if source == "world":  # the world's manifests are EPSG:4326 by design
+            warnings.simplefilter("ignore", CRSMismatchWarning)
+        coarse = PairedChips(coarse_scenes, points, gsd=model.config["coarse"]["gsd"],
+                             **coarse_args)  # fmt: skip
+        fine = PairedChips(fine_scenes, coarse.points, gsd=model.config["sat"].get("gsd"),
+                           **fine_args)  # fmt: skip
         if len(fine) != len(coarse):  # a point lost on the fine side: both on the common ones
-            coarse = PairedChips([str(p) for p in world.coarse_scenes.values()], fine.points,
-                                 gsd=model.config["coarse"]["gsd"], **coarse_args)  # fmt: skip
+            coarse = PairedChips(coarse_scenes, fine.points, gsd=model.config["coarse"]["gsd"],
+                                 **coarse_args)  # fmt: skip
     record = {
-        "source": "world coarse twins",
-        "world": str(world.root),
-        "scenes": [str(p) for p in world.coarse_scenes.values()],
+        "source": "world coarse twins" if source == "world" else "scenes",
+        "scenes": fine_scenes,
+        "coarse_scenes": coarse_scenes,
+        "manifest": str(manifest),
         "count": len(coarse),
     }
+    if source == "world":
+        record["world"] = str(cfg.world)
     return PairedData(fine, coarse, record)

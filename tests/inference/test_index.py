@@ -54,18 +54,25 @@ def _query_vectors(store: Path) -> list[np.ndarray]:
     return vectors
 
 
-def _recall(store: Path, vector: np.ndarray, k: int, **kw) -> float:
-    """Share of the exact top-k found. A cell whose exact score is within 1e-3 of the k-th best
-    counts as found: the index re-ranks with float16 vectors, which move scores by about that,
-    and the tiny world has many near-identical cells (random weights, uniform land cover)."""
+TIE = 1e-5  # scores this close are the same dot product summed in another order
+
+
+def _recall(store: Path, vector: np.ndarray, k: int, **kw) -> tuple[float, float]:
+    """``(strict, tied)`` recall@k against the exact scan. Strict: the share of the exact top-k
+    cells found. Tied: a found cell also counts when its score equals the k-th best exact score
+    (within float32 rounding, :data:`TIE`): the tiny world has identical cells (random weights,
+    uniform land cover), and which of them make the top k is then a matter of order. The index
+    re-ranks with the store's own values (a float32 copy of this float32 store), so its scores
+    are the exact scan's."""
     exact, eg, er, ec = search_vectors(store, vector[None], k, exact=True)
     found, fg, fr, fc = search_vectors(store, vector[None], k, **kw)
     truth = set(zip(eg, er.tolist(), ec.tolist(), strict=True))
-    hits = sum(
-        (g, r, c) in truth or s >= exact[-1] - 1e-3
-        for g, r, c, s in zip(fg, fr.tolist(), fc.tolist(), found, strict=True)
-    )
-    return hits / k
+    cells = list(zip(fg, fr.tolist(), fc.tolist(), strict=True))
+    assert len(set(cells)) == len(cells) == k
+    strict = sum(cell in truth for cell in cells) / k
+    pairs = zip(cells, found, strict=True)
+    tied = sum(cell in truth or score >= exact[-1] - TIE for cell, score in pairs) / k
+    return strict, tied
 
 
 def _store_digest(store: Path) -> str:
@@ -85,14 +92,15 @@ def test_flat_index_equals_the_exact_scan(store):
         int(np.isfinite(open_store(store, group=g)[0].values).sum()) for g in ("alpha", "beta")
     )
     for vector in _query_vectors(store):
-        assert _recall(store, vector, 100) == 1.0
+        strict, tied = _recall(store, vector, 100)
+        assert tied == 1.0 and strict >= 0.95, (strict, tied)
 
 
 @pytest.mark.parametrize("k", [10, 100])
 def test_ivfpq_recall_at_k(store, k):
-    build_index(store, kind="ivfpq", nlist=64, pq=16, nprobe=16)
-    recalls = [_recall(store, v, k) for v in _query_vectors(store)]
-    assert min(recalls) >= 0.9 and np.mean(recalls) >= 0.95, recalls
+    build_index(store, kind="ivfpq", nlist=64, pq=16)  # nprobe and rerank: automatic
+    strict, tied = np.array([_recall(store, v, k) for v in _query_vectors(store)]).T
+    assert strict.mean() >= 0.95 and tied.min() >= 0.95, (strict, tied)
 
 
 def test_hits_map_back_to_their_cells(store):
@@ -295,5 +303,5 @@ def test_recall_on_a_demo_sized_store(tiny_world, tmp_path):
     embed_to_zarr(list(tiny_world.scenes.values()), store, model="tiny", stride=2)
     summary = build_index(store)
     assert summary.kind == "ivfpq" and summary.memory_bytes <= 0.25 * summary.grid_bytes
-    recalls = [_recall(store, v, 100) for v in _query_vectors(store)]
-    assert np.mean(recalls) >= 0.95, recalls
+    strict, tied = np.array([_recall(store, v, 100) for v in _query_vectors(store)]).T
+    assert strict.mean() >= 0.95 and tied.min() >= 0.95, (strict, tied)

@@ -67,3 +67,25 @@ def test_queries_run_over_the_coarse_imagery(stage3, tiny_world):
     scores = map_auroc(model, tiny_world.root, scene="alpha", encoder="coarse", stride=2)
     assert scores["encoder"] == "coarse" and scores["model"]["cells"] > 50
     assert 0 <= scores["model"]["mean"] <= 1 and 0 <= scores["untrained"]["mean"] <= 1
+
+
+def test_coarse_stage_pairs_your_own_scenes_like_the_world(stage3, tiny_world):
+    """``--scenes`` + ``--coarse-scenes`` + ``--manifest`` give the chips the world path gives."""
+    from geobind.errors import InputDataError
+    from geobind.training.sources import paired_data
+
+    model = geobind.load(stage3[1])
+    world = paired_data(TrainConfig(world=str(tiny_world.root)), model, "coarse", "val")
+    own = TrainConfig(
+        scenes=[str(p) for p in tiny_world.scenes.values()],
+        coarse_scenes=[str(p) for p in tiny_world.coarse_scenes.values()],
+        manifest=str(tiny_world.ground_manifest),
+    )
+    with pytest.warns(geobind.errors.CRSMismatchWarning):  # the manifest is EPSG:4326
+        mine = paired_data(own, model, "coarse", "val")
+    assert len(mine.chips) == len(world.chips) > 0 and mine.record["source"] == "scenes"
+    for i in (0, len(world.chips) - 1):
+        np.testing.assert_array_equal(mine.chips.raw(i)[0], world.chips.raw(i)[0])
+        np.testing.assert_array_equal(mine.items.raw(i)[0], world.items.raw(i)[0])
+    with pytest.raises(InputDataError, match="--coarse-scenes"):
+        paired_data(TrainConfig(scenes=own.scenes), model, "coarse", "val")

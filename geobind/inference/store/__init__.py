@@ -6,6 +6,10 @@ shared chip rules of :mod:`geobind.inference.grid`, and writes each tile as whol
 writes a Cloud-Optimised GeoTIFF, a rendered PNG, or the best cells as vectors
 (:mod:`geobind.inference.outputs`).
 
+**Where.** A store is a local folder or an object store URL (``s3://bucket/x.zarr``, ``gs://…``,
+``az://…``, ``memory://…``; :mod:`~geobind.inference.store.location`), with credentials and the
+endpoint from the standard environment (``AWS_ENDPOINT_URL`` …) or ``storage_options=``.
+
 **Layout** (Zarr v3; one group per scene, so each keeps its own CRS and grid)::
 
     STORE.zarr/                      root attrs["geobind"]: model, sat_sha256, model_source,
@@ -37,14 +41,18 @@ encoder (:class:`~geobind.errors.ModelMismatchError`; a later binding stage of t
 keeps it, so it may append and query), chip size, stride, tile, dtype, band selection or nodata
 rule is refused, as is a scene whose file changed since it was written (its SHA-256 is recorded).
 
-**One writer.** ``STORE/.geobind.lock`` holds an exclusive ``flock`` and the writer's pid and host
-while a job runs; a second writer is refused with :class:`StoreLockedError`. A lock left by a
-process that died (``kill -9``) is taken over.
+**One writer.** In a folder, ``STORE/.geobind.lock`` holds an exclusive ``flock`` and the writer's
+pid and host while a job runs; in an object store, ``STORE/.geobind.lease`` is a lease created
+with a conditional put and renewed by a heartbeat (:mod:`~geobind.inference.store.lease`). A
+second writer is refused with :class:`StoreLockedError`. A lock or lease left by a process that
+died (``kill -9``), or a lease that expired, is taken over. A backend that cannot write
+conditionally is refused with a :class:`StoreError`.
 
 **Distributed.** With a dask ``Client`` (or a scheduler address), each tile is a task: the worker
 loads the model once (:class:`~geobind.inference.context.ModelRef`, cached per process), reads its
-window, embeds it and writes its chunk and flag itself, so the store and the sources must be on
-a file system the workers share. A task lost with its worker is rerun by dask; a tile whose
+window, embeds it and writes its chunk and flag itself: a store in object storage is opened by
+each worker from its URL (no shared disk), a local store must be on a file system the workers
+share. A task lost with its worker is rerun by dask; a tile whose
 workers keep dying is reported as failed, and finished tiles stay. geobind never starts a cluster.
 
 **Faults.** A read error in a source fails that tile only: it is logged with its location, listed
@@ -52,7 +60,9 @@ in the returned :class:`StoreSummary` (and the store's ``tiles`` attrs), its cel
 rerun retries it. A write error (disk full) stops the job with a :class:`StoreError`; finished
 tiles are kept, the store stays readable, and a rerun finishes the job.
 
-**Modules.** :mod:`~geobind.inference.store.lock` (the one-writer lock),
+**Modules.** :mod:`~geobind.inference.store.location` (folders and object stores),
+:mod:`~geobind.inference.store.lock` (the one-writer lock of a folder),
+:mod:`~geobind.inference.store.lease` (the one-writer lease of an object store),
 :mod:`~geobind.inference.store.metadata` (root settings, compatibility, group names, sources),
 :mod:`~geobind.inference.store.tiles` (tile jobs, reading blocks, running tiles here or on dask),
 :mod:`~geobind.inference.store.write` (:func:`embed_to_zarr`) and

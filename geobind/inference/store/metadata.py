@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from geobind.errors import InputDataError, OutputExistsError
+from geobind.errors import OutputExistsError
 from geobind.inference.provenance import check_same_sat, recorded_by, sat_sha256
+from geobind.inference.store.lease import LEASE_NAME
+from geobind.inference.store.location import store_location
 from geobind.inference.store.lock import LOCK_NAME
 
 FORMAT = "geobind-zarr/1"
@@ -38,41 +39,36 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _root_settings(root: Path) -> dict[str, Any] | None:
+def _root_settings(location: Any) -> dict[str, Any] | None:
     """The store's ``geobind`` attrs; ``None`` for a new store; refuses foreign folders."""
-    if not root.exists():
-        return None
-    if not root.is_dir():
-        raise OutputExistsError(f"{root} is a file, not a Zarr store; choose another path")
-    meta = root / "zarr.json"
-    if not meta.exists():
-        if any(p.name != LOCK_NAME for p in root.iterdir()):
+    loc = store_location(location)
+    if loc.local and loc.path.exists() and not loc.path.is_dir():
+        raise OutputExistsError(f"{loc} is a file, not a Zarr store; choose another path")
+    raw = loc.read("zarr.json")
+    if raw is None:
+        if any(name not in (LOCK_NAME, LEASE_NAME) for name in loc.entries()):
             raise OutputExistsError(
-                f"{root} exists and is not a Zarr store; choose a new path, or pass "
+                f"{loc} exists and is not a Zarr store; choose a new path, or pass "
                 "overwrite=True (--overwrite) to replace it"
             )
         return None
     try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
+        attrs = json.loads(raw).get("attributes", {})
     except ValueError as err:
         raise OutputExistsError(
-            f"{meta} is not valid JSON ({err}); is {root} a Zarr store?"
+            f"{loc}/zarr.json is not valid JSON ({err}); is {loc} a Zarr store?"
         ) from None
     if "geobind" not in attrs:
         raise OutputExistsError(
-            f"{root} is a Zarr store but not one geobind wrote (no 'geobind' attributes at its "
+            f"{loc} is a Zarr store but not one geobind wrote (no 'geobind' attributes at its "
             "root); choose a new path, or pass overwrite=True (--overwrite) to replace it"
         )
     return attrs["geobind"]
 
 
-def _clear(root: Path) -> None:
-    if not root.exists():
-        return
-    for entry in root.iterdir():
-        if entry.name == LOCK_NAME:
-            continue
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+def _clear(location: Any) -> None:
+    """Delete everything the store holds but its lock or lease."""
+    store_location(location).delete_prefix(keep=(LOCK_NAME, LEASE_NAME))
 
 
 def _check_compatible(
@@ -106,18 +102,11 @@ def _group_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def _source_paths(sources: Any) -> list[Path]:
-    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
-    if not items:
-        raise InputDataError("no source given: pass a GeoTIFF/VRT path or a list of them")
-    paths = []
-    for item in items:
-        path = Path(item).expanduser().resolve()
-        if not path.is_file():
-            raise InputDataError(f"source {item} does not exist (or is not a file)")
-        if path not in paths:
-            paths.append(path)
-    return paths
+def _source_paths(sources: Any, storage_options: Any = None) -> list[Any]:
+    """The sources as :class:`~geobind.sources.Source` (paths, URLs, STAC items), each once."""
+    from geobind.sources import resolve_sources
+
+    return resolve_sources(sources, storage_options)
 
 
 def _resolve(model: Any, stored: dict[str, Any] | None) -> Any:
@@ -152,37 +141,39 @@ def _same_model(model: Any, stored: dict[str, Any]) -> bool:
     return str(spec) == stored.get("model_source")  # a preset: deterministic weights
 
 
-def _write_root(root: Path, settings: dict[str, Any], groups: dict[str, Any]) -> None:
+def _write_root(location: Any, settings: dict[str, Any], groups: dict[str, Any]) -> None:
     import zarr
 
     with _quiet():
-        group = zarr.open_group(root, mode="a", zarr_format=3, use_consolidated=False)
+        group = zarr.open_group(
+            store_location(location).zarr_store(), mode="a", zarr_format=3, use_consolidated=False
+        )
         group.attrs["geobind"] = {**settings, "format": FORMAT, "groups": groups}
 
 
-def _consolidate(root: Path, names: Sequence[str]) -> None:
+def _consolidate(location: Any, names: Sequence[str]) -> None:
     """Consolidated metadata, so ``xr.open_zarr`` opens groups without listing the store."""
     import zarr
 
+    store = store_location(location).zarr_store()
     with _quiet():
         for name in names:
-            zarr.consolidate_metadata(root, path=name)
-        zarr.consolidate_metadata(root)
+            zarr.consolidate_metadata(store, path=name)
+        zarr.consolidate_metadata(store)
 
 
-def _remove_partials(root: Path) -> None:
-    """Temporary chunk files (``*.partial``) a killed writer left behind."""
-    for folder, _, files in os.walk(root):
+def _remove_partials(location: Any) -> None:
+    """Temporary chunk files (``*.partial``) a killed writer left in a local folder (an object
+    store has none: each put is atomic)."""
+    loc = store_location(location)
+    if not loc.local:
+        return
+    for folder, _, files in os.walk(loc.path):
         for name in files:
             if name.endswith(".partial"):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(folder, name))
 
 
-def _store_bytes(root: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
+def _store_bytes(location: Any) -> int:
+    return store_location(location).size()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,18 @@ from geobind.inference.outputs import (
     write_vector,
 )
 from geobind.inference.provenance import check_same_sat
+from geobind.inference.store.location import store_location
 from geobind.inference.store.metadata import _quiet, _resolve, _root_settings
 
 __all__ = ["open_store", "query_store", "store_groups"]
 
 
-def store_groups(store: str | os.PathLike) -> list[str]:
-    """The scene groups of a geobind store, in the order they were added.
+def store_groups(
+    store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The scene groups of a geobind store (a folder or an object store URL), in the order they
+    were added. ``storage_options``: credentials and endpoint of a store URL (default: the
+    standard environment, ``AWS_ENDPOINT_URL`` …).
 
     Example:
         >>> store_groups(getfixture("tmp_path") / "missing.zarr")
@@ -40,11 +45,13 @@ def store_groups(store: str | os.PathLike) -> list[str]:
         ...
         geobind.errors.InputDataError: store ... does not exist (no zarr.json there)
     """
-    root = Path(store).expanduser()
-    if not (root / "zarr.json").is_file():
+    root = store_location(store, storage_options)
+    with root.errors("read"):
+        raw = root.read("zarr.json")
+    if raw is None:
         raise InputDataError(f"store {root} does not exist (no zarr.json there)")
     try:
-        attrs = json.loads((root / "zarr.json").read_text()).get("attributes", {})
+        attrs = json.loads(raw).get("attributes", {})
     except ValueError as err:
         raise InputDataError(f"{root}/zarr.json is not valid JSON: {err}") from None
     if "geobind" not in attrs:
@@ -52,10 +59,16 @@ def store_groups(store: str | os.PathLike) -> list[str]:
     return list(attrs["geobind"]["groups"])
 
 
-def open_store(store: str | os.PathLike, *, group: str | None = None) -> Any:
+def open_store(
+    store: str | os.PathLike,
+    *,
+    group: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Any:
     """One scene's grid from a store: a lazy (dask) ``DataArray(embedding, y, x)`` with CRS.
 
-    ``group`` may be left out when the store holds one scene.
+    ``group`` may be left out when the store holds one scene. ``store`` is a folder or an object
+    store URL (``s3://bucket/x.zarr``; credentials from the environment or ``storage_options``).
 
     Example:
         >>> import numpy as np
@@ -71,7 +84,7 @@ def open_store(store: str | os.PathLike, *, group: str | None = None) -> Any:
     import rioxarray  # noqa: F401 - registers .rio
     import xarray as xr
 
-    groups = store_groups(store)
+    groups = store_groups(store, storage_options=storage_options)
     if group is None:
         if len(groups) != 1:
             raise InputDataError(
@@ -80,8 +93,9 @@ def open_store(store: str | os.PathLike, *, group: str | None = None) -> Any:
         group = groups[0]
     elif group not in groups:
         raise InputDataError(f"store {store} has no group {group!r}; it has {', '.join(groups)}")
-    with _quiet():
-        ds = xr.open_zarr(store, group=group)
+    root = store_location(store, storage_options)
+    with _quiet(), root.errors("read"):
+        ds = xr.open_zarr(root.zarr_store(read_only=True), group=group)
     return ds["embedding"]
 
 
@@ -155,6 +169,7 @@ def query_store(
     png: bool = False,
     tiles: str | None = "OpenStreetMap",
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Score a store against one query, chunk by chunk, and write maps or the best cells.
 
@@ -170,7 +185,8 @@ def query_store(
     ``.gpkg`` the ``top_k`` best cells (default 10) as polygons, best first. ``png=True`` also
     writes a PNG next to a GeoTIFF, and ``top_k`` with a map also writes ``<out>.geojson``.
     With several groups each gets its own file (``map_<group>.tif``). The files are written by
-    :mod:`geobind.inference.outputs`.
+    :mod:`geobind.inference.outputs`. ``store`` may be an object store URL (``s3://…``; its
+    credentials from the environment or ``storage_options``); ``out`` is a local path.
 
     Returns:
         The files written.
@@ -198,13 +214,14 @@ def query_store(
     output_kind(out)  # refuses a suffix it cannot tell, before any work
     if top_k is not None and top_k < 1:
         raise InputDataError(f"top_k must be ≥ 1; got {top_k}")
-    names = list(groups or store_groups(store))
+    names = list(groups or store_groups(store, storage_options=storage_options))
     if not out.parent.is_dir():
         raise InputDataError(f"the output folder {out.parent} does not exist")
     written: list[Path] = []
     for name in names:
-        grid = open_store(store, group=name)
-        stored = _root_settings(Path(store)) or {}
+        grid = open_store(store, group=name, storage_options=storage_options)
+        with store_location(store, storage_options).errors("read"):
+            stored = _root_settings(store_location(store, storage_options)) or {}
         chosen = _resolve(model, stored)
         # the group records who embedded it; the root, which model to name in the fix
         made_by = {**grid.attrs, "model_source": stored.get("model_source")}

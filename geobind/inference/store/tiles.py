@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,13 +66,15 @@ class _Scene:
     chip grid embedded on it."""
 
     name: str
-    sha256: str
+    sha256: str  # the source's identity (a file's SHA-256; a URL's ETag, size and mtime)
     file: SceneFile
     grid: ChipGrid
+    origin: Any = None  # the geobind.sources.Source it was opened from
 
     @property
     def source(self) -> str:
-        return self.file.path
+        """The path or URL the user gave (recorded in the store)."""
+        return self.origin.label if self.origin is not None else self.file.path
 
     @property
     def crs(self) -> Any:
@@ -99,6 +100,9 @@ class _TileJob:
     batch_size: int
     dtype: str
     block_rows: int  # grid rows per read block
+    storage_options: tuple[tuple[str, str], ...] = ()  # credentials for a remote source
+    path: str = ""  # what rasterio opens (a GDAL /vsi… path, VRT XML), when not ``source``
+    store_options: tuple[tuple[str, str], ...] = ()  # credentials for an object-store store
 
     @property
     def cells(self) -> int:
@@ -123,12 +127,13 @@ def _block_rows(scene: _Scene, cols: int, n_read: int) -> int:
     return max(1, (max_rows - grid.chip) // grid.stride + 1)
 
 
-def _jobs(root: Path, scene: _Scene, settings: dict[str, Any], bands) -> tuple[list, int]:
+def _jobs(root: Any, scene: _Scene, settings: dict[str, Any], bands) -> tuple[list, int]:
     """The scene's unfinished tiles as jobs, and how many are finished."""
     import zarr
 
     with _quiet():
-        done = np.asarray(zarr.open_array(root, path=f"{scene.name}/tiles/done", mode="r")[...])
+        done = zarr.open_array(root.zarr_store(), path=f"{scene.name}/tiles/done", mode="r")
+        done = np.asarray(done[...])
     read_bands = tuple(sorted(set(bands)))
     local = tuple(read_bands.index(b) + 1 for b in bands)
     jobs = []
@@ -138,7 +143,7 @@ def _jobs(root: Path, scene: _Scene, settings: dict[str, Any], bands) -> tuple[l
             continue
         jobs.append(
             _TileJob(
-                store=str(root),
+                store=str(root),  # a folder or a URL: workers open it themselves
                 group=scene.name,
                 tile=index,
                 rows=(rows.start, rows.stop),
@@ -153,6 +158,9 @@ def _jobs(root: Path, scene: _Scene, settings: dict[str, Any], bands) -> tuple[l
                 batch_size=settings["batch_size"],
                 dtype=settings["dtype"],
                 block_rows=_block_rows(scene, cols.stop - cols.start, len(read_bands)),
+                storage_options=scene.origin.storage_options if scene.origin else (),
+                path=scene.file.path,
+                store_options=root.options_key,
             )
         )
     return jobs, int(done.astype(bool).sum())
@@ -198,17 +206,21 @@ def _tile_results(
     import rasterio
 
     from geobind.models.encoders import _background
+    from geobind.sources import gdal_env
 
     def produce():
         handles: dict[str, Any] = {}
+        options = dict(jobs[0].storage_options) if jobs else {}
         try:
             for job in jobs:
                 for index, (cells, rows, cols) in enumerate(job.blocks()):
                     start = time.perf_counter()
-                    try:
-                        if job.source not in handles:
-                            handles[job.source] = rasterio.open(job.source)
-                        pixels = _read_block(handles[job.source], job, rows, cols)
+                    try:  # remote sources: endpoint, credentials, retries (not across a yield:
+                        with gdal_env(options):  # the generator may be closed by another thread)
+                            path = job.path or job.source
+                            if path not in handles:
+                                handles[path] = rasterio.open(path)
+                            pixels = _read_block(handles[path], job, rows, cols)
                         failure = None
                     except (rasterio.errors.RasterioError, OSError) as err:
                         pixels, failure = None, _failure(job, rows, cols, err)
@@ -250,13 +262,23 @@ def _tile_results(
                 yield job, tile, None
 
 
+def _location(job: _TileJob) -> Any:
+    """The store a job writes to, opened in this process (cached per URL and options)."""
+    from geobind.inference.store.location import store_location
+
+    return store_location(job.store, dict(job.store_options))
+
+
 @lru_cache(maxsize=32)
-def _arrays(store: str, group: str, token: float) -> tuple[Any, Any]:
+def _arrays(store: str, options: tuple, group: str, token: str) -> tuple[Any, Any]:
     import zarr
 
+    from geobind.inference.store.location import store_location
+
+    target = store_location(store, dict(options)).zarr_store()
     return (
-        zarr.open_array(store, path=f"{group}/embedding", mode="r+"),
-        zarr.open_array(store, path=f"{group}/tiles/done", mode="r+"),
+        zarr.open_array(target, path=f"{group}/embedding", mode="r+"),
+        zarr.open_array(target, path=f"{group}/tiles/done", mode="r+"),
     )
 
 
@@ -267,12 +289,20 @@ def _write_chunk(array: Any, job: _TileJob, data: np.ndarray) -> None:
 def _write_tile(job: _TileJob, data: np.ndarray, timings: dict[str, float]) -> None:
     """The tile's chunk first, then its flag: a flag always means a complete chunk."""
     start = time.perf_counter()
-    token = os.stat(Path(job.store) / job.group / "zarr.json").st_mtime_ns
-    embedding, done = _arrays(job.store, job.group, token)
-    try:
-        _write_chunk(embedding, job, data)
-        done[job.tile] = 1
-    except OSError as err:
+    location = _location(job)
+    try:  # a group rewritten since (overwrite) has another stamp: its arrays are opened anew
+        token = location.stamp(f"{job.group}/zarr.json")
+        embedding, done = _arrays(job.store, job.store_options, job.group, token)
+        _write_chunk(embedding, job, data)  # one chunk: one atomic file or object
+        done[job.tile] = 1  # only once the chunk is stored
+    except Exception as err:
+        from geobind.inference.store.location import is_backend_error
+
+        if is_backend_error(err):  # the object store refused or failed
+            doing = f"write tile {tuple(job.tile)} of group {job.group!r} to"
+            raise location.backend_error(err, doing) from err
+        if not isinstance(err, OSError):
+            raise
         reason = (
             "no space left on device"
             if err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -9,21 +9,21 @@ the guarantees.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geobind._hashing import sha256_file
 from geobind.errors import BandsError, InputDataError, OutputExistsError
 from geobind.inference.provenance import grid_attrs, sat_sha256
-from geobind.inference.store.lock import _StoreLock
+from geobind.inference.store.lease import writer_lock
+from geobind.inference.store.location import StoreLocation, is_backend_error, store_location
 from geobind.inference.store.metadata import (
     DTYPES,
     FORMAT,
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 class StoreSummary:
     """What :func:`embed_to_zarr` did: tiles written, skipped (finished earlier) and failed."""
 
-    store: Path
+    store: Path | str  # the folder, or the URL of a store in an object store
     groups: list[str]
     tiles: int
     done: int
@@ -84,31 +84,25 @@ class StoreSummary:
         return "\n".join(lines)
 
 
-def _plan_scenes(paths, model, settings, stored_groups, bands) -> list[_Scene]:
-    import rasterio
-
+def _plan_scenes(sources, model, settings, stored_groups, bands) -> list[_Scene]:
     from geobind.data.datasets import SceneFile
     from geobind.inference.raster import model_chip_grid
+    from geobind.sources import open_dataset
 
     by_source = {g["source"]: name for name, g in stored_groups.items()}
     taken = set(stored_groups)
     scenes = []
-    for path in paths:
-        source = str(path)
-        name = by_source.get(source) or _group_name(path.stem, taken)
+    for source in sources:
+        name = by_source.get(source.label) or _group_name(source.name, taken)
         taken.add(name)
-        digest = sha256_file(path)
-        if name in stored_groups and stored_groups[name]["sha256"] != digest:
+        if name in stored_groups and stored_groups[name]["sha256"] != source.identity:
             raise OutputExistsError(
-                f"{path} changed since it was embedded into group {name!r} (sha256 "
-                f"{stored_groups[name]['sha256'][:12]}… → {digest[:12]}…); its tiles would mix "
-                "two versions. Write to a new store or pass overwrite=True (--overwrite)"
+                f"{source.label} changed since it was embedded into group {name!r} (identity "
+                f"{stored_groups[name]['sha256'][-24:]} → {source.identity[-24:]}); its tiles "
+                "would mix two versions. Write to a new store or pass overwrite=True (--overwrite)"
             )
-        try:
-            with rasterio.open(path) as src:
-                file = SceneFile.from_rasterio(src)
-        except rasterio.errors.RasterioError as err:
-            raise InputDataError(f"cannot open {path} as a raster: {err}") from None
+        with open_dataset(source) as src:
+            file = dataclasses.replace(SceneFile.from_rasterio(src), path=source.path)
         grid = model_chip_grid(
             file.geobox,
             model,
@@ -117,8 +111,8 @@ def _plan_scenes(paths, model, settings, stored_groups, bands) -> list[_Scene]:
             gsd=settings["gsd"],
         )
         if max(bands) > file.count or min(bands) < 1:
-            raise BandsError(bands, file.count, where=str(path))
-        scenes.append(_Scene(name, digest, file, grid))
+            raise BandsError(bands, file.count, where=source.label)
+        scenes.append(_Scene(name, source.identity, file, grid, source))
     return scenes
 
 
@@ -127,15 +121,19 @@ def _chunks(scene: _Scene, tile: int) -> tuple[int, int]:
     return min(tile, ny), min(tile, nx)
 
 
-def _create_group(root: Path, scene: _Scene, model: Any, settings: dict[str, Any]) -> None:
+def _shown(root: StoreLocation) -> Path | str:
+    return root.path if root.path is not None else root.url
+
+
+def _create_group(root: StoreLocation, scene: _Scene, model: Any, settings: dict[str, Any]) -> None:
     """Write a scene's group: metadata, coordinates and CRS (no data), then its tile flags."""
     import dask.array as da
     import zarr
 
     from geobind.inference.raster import grid_dataarray
 
-    if (root / scene.name).exists():  # left by a job that died while creating it
-        shutil.rmtree(root / scene.name)
+    if root.exists(scene.name):  # left by a job that died while creating it
+        root.delete_prefix(scene.name)
     ty, tx = _chunks(scene, settings["tile"])
     attrs = grid_attrs(
         model,
@@ -150,7 +148,7 @@ def _create_group(root: Path, scene: _Scene, model: Any, settings: dict[str, Any
     ds.attrs = {**attrs, "coordinates": "spatial_ref", "tile": settings["tile"]}
     with _quiet():
         ds.to_zarr(
-            root,
+            root.zarr_store(),
             group=scene.name,
             mode="w-",
             compute=False,
@@ -160,9 +158,11 @@ def _create_group(root: Path, scene: _Scene, model: Any, settings: dict[str, Any
                 "embedding": {"chunks": (model.embed_dim, ty, tx), "dtype": settings["dtype"]}
             },
         )
-        emb = zarr.open_array(root, path=f"{scene.name}/embedding", mode="r+")
+        emb = zarr.open_array(root.zarr_store(), path=f"{scene.name}/embedding", mode="r+")
         emb.attrs["grid_mapping"] = "spatial_ref"
-        tiles = zarr.open_group(root, path=f"{scene.name}/tiles", mode="w", zarr_format=3)
+        tiles = zarr.open_group(
+            root.zarr_store(), path=f"{scene.name}/tiles", mode="w", zarr_format=3
+        )
         tiles.attrs["failed"] = []
         tiles.create_array(
             "done",
@@ -176,7 +176,7 @@ def _create_group(root: Path, scene: _Scene, model: Any, settings: dict[str, Any
 
 
 def _finished(
-    root: Path, stored: dict[str, Any] | None, paths: list[Path], model: Any, asked: dict
+    root: StoreLocation, stored: dict[str, Any] | None, sources: list, model: Any, asked: dict
 ) -> StoreSummary | None:
     """The summary of a job with nothing left to do, found without loading the model."""
     import zarr
@@ -187,17 +187,17 @@ def _finished(
         return None
     by_source = {g["source"]: name for name, g in stored["groups"].items()}
     names, tiles = [], 0
-    for path in paths:
-        name = by_source.get(str(path))
-        if name is None or stored["groups"][name]["sha256"] != sha256_file(path):
+    for source in sources:
+        name = by_source.get(source.label)
+        if name is None or stored["groups"][name]["sha256"] != source.identity:
             return None
         with _quiet():
-            done = zarr.open_array(root, path=f"{name}/tiles/done", mode="r")[...]
+            done = zarr.open_array(root.zarr_store(), path=f"{name}/tiles/done", mode="r")[...]
         if not np.all(done == 1):
             return None
         names.append(name)
         tiles += done.size
-    return StoreSummary(root, names, tiles, 0, tiles, [], 0, 0.0, 0, {})
+    return StoreSummary(_shown(root), names, tiles, 0, tiles, [], 0, 0.0, 0, {})
 
 
 def embed_to_zarr(
@@ -216,6 +216,7 @@ def embed_to_zarr(
     client: Any = None,
     overwrite: bool = False,
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StoreSummary:
     """Embed whole scenes into a Zarr store, tile by tile; resumes an interrupted job.
 
@@ -224,8 +225,14 @@ def embed_to_zarr(
     adding sources appends groups. See the module docs for the layout and guarantees.
 
     Args:
-        sources: one path or a list of paths.
-        store: a local folder (``scenes.zarr``); created when missing.
+        sources: a path, an ``http(s)://`` or ``s3://`` URL of a (Cloud-Optimised) GeoTIFF, a
+            STAC Item/ItemCollection/catalogue (one group per item), or a list of them
+            (:mod:`geobind.sources`). A remote source's identity is its URL, ETag, size and
+            modification time; a local file's, its SHA-256.
+        store: a local folder (``scenes.zarr``) or an object store URL (``s3://bucket/x.zarr``,
+            ``gs://…``, ``az://…``, ``memory://…``; :mod:`~geobind.inference.store.location`);
+            created when missing. A store URL's credentials and endpoint come from the standard
+            environment or ``storage_options``.
         model: a preset name, model folder or loaded model (default: the model an existing
             store was written with, else :func:`geobind.use_model`'s). An existing store takes
             any model with its satellite encoder (e.g. a later binding stage of its model).
@@ -242,6 +249,9 @@ def embed_to_zarr(
             ``None`` uses the current default client if there is one, ``False`` never does.
         overwrite: replace whatever the store holds.
         progress: show a progress bar (tiles, tiles/s).
+        storage_options: credentials and endpoint for remote sources (and the store), with
+            fsspec's names (``endpoint_url``, ``key``, ``secret``, ``region``, ``anon``); by
+            default the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` …).
 
     Returns:
         A :class:`StoreSummary` (tiles written, skipped, failed with their locations; cells;
@@ -268,8 +278,8 @@ def embed_to_zarr(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    paths = _source_paths(sources)
-    root = Path(store).expanduser().resolve()
+    paths = _source_paths(sources, storage_options)
+    root = store_location(store, storage_options)
     if dtype not in DTYPES:
         raise InputDataError(f"dtype must be one of {DTYPES}; got {dtype!r}")
     if int(tile) < 1 or int(batch_size) < 1:
@@ -279,9 +289,16 @@ def embed_to_zarr(
     if gsd is not None and not gsd > 0:
         raise InputDataError(f"gsd is the pixel size in metres and must be > 0; got {gsd}")
     dask_client, connected = _client(client)
-    created = not root.exists()
+    if dask_client is not None and root.in_process:
+        raise InputDataError(
+            f"{root} lives in this process's memory; dask workers cannot write to it. Use an "
+            "object store (s3://…) or a folder the workers share"
+        )
+    root.check_writable()
+    with root.errors("reach"):
+        created = not root.exists()
     try:
-        with _StoreLock(root):
+        with writer_lock(root) as lease:
             if overwrite:
                 _clear(root)
             stored = _root_settings(root)
@@ -338,14 +355,17 @@ def embed_to_zarr(
                 jobs += pending
                 skipped += finished
                 total += len(pending) + finished
-            summary = _run(root, jobs, model, dask_client, progress, tqdm)
-            from geobind.inference.index import refresh_after_write
+            summary = _run(root, jobs, model, dask_client, progress, tqdm, lease)
+            if root.local:  # search indexes are kept with local stores only
+                from geobind.inference.index import refresh_after_write
 
-            refresh_after_write(root)  # a store's search index (if any) follows its groups
-    except BaseException:
-        if created:  # nothing of a new store was written: leave no empty folder behind
+                refresh_after_write(root.path)  # the index (if any) follows its groups
+    except BaseException as err:
+        if created and root.local:  # nothing of a new store was written: leave no empty folder
             with contextlib.suppress(OSError):
-                root.rmdir()
+                root.path.rmdir()
+        if is_backend_error(err):  # the object store refused (credentials, bucket, network)
+            raise root.backend_error(err, "write") from None
         raise
     finally:
         if connected:
@@ -362,14 +382,15 @@ def embed_to_zarr(
     return summary
 
 
-def _run(root: Path, jobs, model, client, progress: bool, tqdm) -> StoreSummary:
+def _run(root: StoreLocation, jobs, model, client, progress: bool, tqdm, lease) -> StoreSummary:
     timings = {"tiles": 0.0, "read": 0.0, "embed": 0.0, "write": 0.0}
-    summary = StoreSummary(root, [], 0, 0, 0, [], 0, 0.0, 0, timings)
+    summary = StoreSummary(_shown(root), [], 0, 0, 0, [], 0, 0.0, 0, timings)
     start = time.perf_counter()
     failed: dict[str, list[FailedTile]] = {job.group: [] for job in jobs}
     bar = tqdm(total=len(jobs), unit="tile", desc=f"embedding → {root.name}", disable=not progress)
 
     def report(job: _TileJob, failure: FailedTile | None) -> None:
+        lease.check()  # another job took the store over: stop writing
         if failure is None:
             summary.done += 1
             summary.cells += job.cells
@@ -394,12 +415,14 @@ def _run(root: Path, jobs, model, client, progress: bool, tqdm) -> StoreSummary:
     return summary
 
 
-def _record_failures(root: Path, failed: dict[str, list[FailedTile]]) -> None:
+def _record_failures(root: StoreLocation, failed: dict[str, list[FailedTile]]) -> None:
     import zarr
 
     with _quiet():
         for group, tiles in failed.items():
-            node = zarr.open_group(root, path=f"{group}/tiles", mode="r+", use_consolidated=False)
+            node = zarr.open_group(
+                root.zarr_store(), path=f"{group}/tiles", mode="r+", use_consolidated=False
+            )
             node.attrs["failed"] = [
                 {**vars(t), "tile": list(t.tile), "rows": list(t.rows), "cols": list(t.cols)}
                 for t in sorted(tiles, key=lambda t: t.tile)
