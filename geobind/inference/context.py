@@ -94,33 +94,78 @@ def resolve_model(model: Any = None) -> Any:
     return _load(model)
 
 
+def _pack(model: Any) -> tuple[str, dict[str, bytes]]:
+    """The model folder's files (saving an in-memory model first), and a digest naming them."""
+    import hashlib
+    import tempfile
+
+    spec = getattr(model, "source", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(spec) if spec is not None else model.save(Path(tmp) / "model")
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest(), files
+
+
+def _unpack(digest: str, files: dict[str, bytes]) -> Path:
+    """The shipped files as a model folder in this machine's temporary folder (written once per
+    machine, atomically: concurrent workers race harmlessly)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"geobind-model-{digest[:24]}"
+    if not (folder / "geobind.json").is_file():
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        for name, data in files.items():
+            (partial / name).write_bytes(data)
+        try:
+            partial.rename(folder)
+        except OSError:  # another worker won the race: its folder holds the same files
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
 class ModelRef:
     """A model handle for dask tasks: the live model in this process, its spec in others.
 
-    Pickling keeps only the spec, so a worker loads the model once (cached) and reuses it for
-    every block; a model without a spec (built in memory and never saved) cannot travel.
+    Pickling keeps only the spec (a preset name, hub tag or folder), so a worker loads the model
+    once (cached) and reuses it for every block. With ``ship=True`` a model whose spec is a
+    local folder, or that was built in memory, travels as its files instead (weights and
+    ``geobind.json``), for workers that share no disk with this machine: scatter the ref once
+    (``client.scatter(ref, broadcast=True)``) and each worker writes the folder once to its own
+    temporary folder. Without ``ship``, a model built in memory cannot travel.
 
     Example:
         >>> import pickle
         >>> ref = pickle.loads(pickle.dumps(ModelRef(resolve_model("tiny"))))
         >>> ref.get().name
         'tiny'
+        >>> from geobind.models import GeoBind
+        >>> memory = GeoBind.from_config(resolve_model("tiny").config)  # never saved
+        >>> pickle.loads(pickle.dumps(ModelRef(memory, ship=True))).get().embed_dim
+        64
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, *, ship: bool = False):
         self._model = model
         self.spec = getattr(model, "source", None)
+        self._shipped: tuple[str, dict[str, bytes]] | None = None
+        if ship and (self.spec is None or Path(str(self.spec)).is_dir()):
+            self._shipped = _pack(model)
 
     def get(self) -> Any:
-        """The model (loaded from its spec on first use in this process)."""
+        """The model (loaded from its spec, or its shipped files, on first use in a process)."""
         if self._model is None:
-            self._model = _load(self.spec)
+            spec = self.spec if self._shipped is None else _unpack(*self._shipped)
+            self._model = _load(spec)
         return self._model
 
     def __getstate__(self) -> dict[str, Any]:
-        if self.spec is None:
+        if self.spec is None and self._shipped is None:
             raise InputDataError(
                 "this model was built in memory and cannot be sent to dask workers; save it "
                 "with model.save(folder) and pass the folder as model="
             )
-        return {"spec": self.spec, "_model": None}
+        return {"spec": self.spec, "_model": None, "_shipped": self._shipped}

@@ -266,3 +266,35 @@ def test_dask_workers_write_s3_and_a_killed_worker_loses_nothing(scene, referenc
         summary = embed_to_zarr(scene, url, model="tiny", stride=STRIDE, tile=TILE, client=client)
     assert summary.failed == []
     assert objects(s3, url) == tree(reference)
+
+
+@pytest.mark.slow
+def test_http_cog_to_s3_store_on_dask_workers_with_a_shipped_model_equals_all_local(
+    scene, s3, client, http_server, tmp_path
+):
+    """The whole cloud path: a COG over HTTP, read by 2 dask workers that get the model as its
+    files (built in memory, so it has no folder anyone could share), written to S3, queried into
+    a local COG: the same embeddings and map as the all-local run, bit for bit."""
+    import shutil
+
+    import geobind
+    from geobind.models import GeoBind
+
+    model = GeoBind.from_config(geobind.load("tiny").config).eval()  # in memory, never saved
+    assert model.source is None
+    local = tmp_path / "local.zarr"
+    embed_to_zarr(scene, local, model, stride=STRIDE, tile=TILE, client=False)
+    served = tmp_path / "served.tif"
+    shutil.copy(scene, served)
+    url = f"{s3.url}/cloud.zarr"
+    summary = embed_to_zarr(
+        http_server.url(served), url, model, stride=STRIDE, tile=TILE, client=client
+    )
+    assert (summary.done, summary.failed) == (9, [])
+    remote, here = open_store(url), open_store(local)
+    assert np.array_equal(remote.values, here.values, equal_nan=True)
+    (a,) = query_store(url, "a busy highway", tmp_path / "cloud.tif", model=model)
+    (b,) = query_store(local, "a busy highway", tmp_path / "local.tif", model=model)
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        assert np.array_equal(x.read(), y.read(), equal_nan=True)
+        assert x.transform == y.transform and x.crs == y.crs

@@ -375,7 +375,8 @@ def _run_distributed(jobs, model, client, timings, report: Callable) -> None:
 
     from geobind.inference.context import ModelRef
 
-    ref = ModelRef(model)
+    # the model travels as its files, once per worker: workers need no disk shared with us
+    ref = client.scatter(ModelRef(model, ship=True), broadcast=True)
     run = uuid.uuid4().hex[:8]
     futures = {
         client.submit(_run_tile, job, ref, key=f"geobind-tile-{run}-{i}", pure=False): job

@@ -317,12 +317,6 @@ def embed_to_zarr(
                 summary.store_bytes = _store_bytes(root)
                 return summary
             model = _resolve(model, stored)
-            if dask_client is not None and model.source is None:
-                raise InputDataError(
-                    "this model was built in memory and cannot be sent to dask workers; save it "
-                    "with model.save(folder) on a file system the workers share and pass the "
-                    "folder as model="
-                )
             bands = tuple(int(b) for b in (bands or model["sat"].bands))
             settings = {
                 "model": model.name,
