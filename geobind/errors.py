@@ -182,3 +182,24 @@ class UntrainedLinkWarning(GeoBindWarning):
     (:attr:`GeoBind.trained_links <geobind.models.GeoBind.trained_links>`); scores over any other
     link are not meaningful yet. Warned once per encoder.
     """
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line for a message: a backend's HTTP status and S3 error code where it
+    has them, else its first non-empty line (at most 200 characters).
+
+    Example:
+        >>> one_line(OSError("GET failed: status code: 404 Not Found\\n<Code>NoSuchKey</Code>"))
+        '404 Not Found (NoSuchKey)'
+        >>> one_line(ValueError("\\nbad value\\nmore"))
+        'bad value'
+    """
+    import re
+
+    text = str(err)
+    status = re.search(r"status code: (\d{3}[^:\n]*)", text)
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    if status:
+        return status.group(1).strip() + (f" ({code.group(1)})" if code else "")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return first[:200]

@@ -26,12 +26,12 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from geobind.errors import InputDataError
+from geobind.errors import InputDataError, one_line
 
 __all__ = [
     "Source",
@@ -40,6 +40,8 @@ __all__ = [
     "is_remote",
     "object_store",
     "open_dataset",
+    "options_tuple",
+    "public_url",
     "resolve_source",
     "resolve_sources",
 ]
@@ -91,7 +93,7 @@ class Source:
     label: str
     name: str
     identity: str
-    storage_options: tuple[tuple[str, str], ...] = ()
+    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
     def __fspath__(self) -> str:  # so code that takes a path takes a Source
         return self.path
@@ -151,7 +153,9 @@ def _endpoint_options(url: str) -> dict[str, str]:
     }
 
 
-def gdal_options(storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
+def gdal_options(
+    storage_options: Mapping[str, Any] | None = None, *, remote: bool = True
+) -> dict[str, str]:
     """GDAL config options for reading remote rasters: the standard environment's S3 endpoint
     (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, which GDAL does not read itself) and
     ``storage_options`` (fsspec's names, or GDAL option names in capitals).
@@ -164,11 +168,9 @@ def gdal_options(storage_options: Mapping[str, Any] | None = None) -> dict[str, 
         >>> opts["AWS_S3_ENDPOINT"], opts["AWS_HTTPS"], opts["AWS_NO_SIGN_REQUEST"]
         ('127.0.0.1:9000', 'NO', 'YES')
     """
-    options = {
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open
-        "GDAL_HTTP_MAX_RETRY": "2",
-        "GDAL_HTTP_RETRY_DELAY": "0.5",
-    }
+    options = {"GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+    if remote:  # no directory listing per open (a local file's .msk/.aux.xml sidecars count)
+        options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint and "AWS_S3_ENDPOINT" not in os.environ:
         options.update(_endpoint_options(endpoint))
@@ -199,7 +201,9 @@ def _session(credentials: dict[str, str]) -> Any:
 
 
 @contextlib.contextmanager
-def gdal_env(storage_options: Mapping[str, Any] | None = None) -> Iterator[None]:
+def gdal_env(
+    storage_options: Mapping[str, Any] | None = None, *, remote: bool = True
+) -> Iterator[None]:
     """A ``rasterio.Env`` configured for remote reads (:func:`gdal_options`).
 
     Example:
@@ -210,7 +214,7 @@ def gdal_env(storage_options: Mapping[str, Any] | None = None) -> Iterator[None]
     """
     import rasterio
 
-    options = gdal_options(storage_options)
+    options = gdal_options(storage_options, remote=remote)
     credentials = {k: options.pop(k) for k in _CREDENTIALS & set(options)}
     session = _session(credentials) if credentials else None
     with rasterio.Env(session=session, **options):
@@ -219,8 +223,8 @@ def gdal_env(storage_options: Mapping[str, Any] | None = None) -> Iterator[None]
 
 def _read_error(label: str, err: BaseException) -> InputDataError:
     """One line saying why a source could not be read (missing, refused, unreachable …)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    low = text.lower()
+    text = one_line(err)
+    low = re.sub(r"\S*://\S*|/vsi\S*", "", text).lower()  # classify the words, not the URL
     if "404" in low or "does not exist" in low or "no such file" in low or "nosuchkey" in low:
         why = "not found (a 404, or no such file or key)"
     elif "403" in low or "signature" in low or "accessdenied" in low or "invalidaccesskey" in low:
@@ -251,11 +255,11 @@ def open_dataset(source: Any, storage_options: Mapping[str, Any] | None = None) 
     """
     import rasterio
 
-    label = source.label if isinstance(source, Source) else os.fspath(source)
+    label = source.label if isinstance(source, Source) else public_url(os.fspath(source))
     path = source.path if isinstance(source, Source) else gdal_path(source)
     options = dict(source.storage_options) if isinstance(source, Source) else {}
     options.update(storage_options or {})
-    with gdal_env(options):
+    with gdal_env(options, remote=is_remote(path)):
         try:
             src = rasterio.open(path)
         except rasterio.errors.RasterioError as err:
@@ -310,8 +314,40 @@ def object_store(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     return from_url(url, client_options=client or None, **config)
 
 
+def public_url(url: str) -> str:
+    """``url`` without credentials or a query string (a presigned URL's signature changes with
+    every request): what a store records and resumes by.
+
+    Example:
+        >>> public_url("https://user:pw@host.example/a.tif?X-Amz-Signature=abc")
+        'https://host.example/a.tif'
+    """
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
+
+
+def _http_identity(url: str) -> dict[str, Any]:
+    """ETag, size and mtime of an HTTP(S) object from a one-byte ranged GET of the URL as given
+    (a presigned URL signs GET, not HEAD)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            headers = response.headers
+    except (urllib.error.URLError, OSError) as err:
+        raise _read_error(public_url(url), err) from None
+    size = headers.get("Content-Range", "").rpartition("/")[2] or headers.get("Content-Length")
+    return {"e_tag": headers.get("ETag"), "size": size, "mtime": headers.get("Last-Modified")}
+
+
 def _remote_identity(url: str, storage_options: Mapping[str, Any] | None) -> str:
-    """``"<url> etag=… size=… mtime=…"`` from a HEAD request (obstore), for URLs."""
+    """``"<url> etag=… size=… mtime=…"`` of a remote object (the URL without its query)."""
     import obstore
 
     scheme = _scheme(url)
@@ -325,17 +361,16 @@ def _remote_identity(url: str, storage_options: Mapping[str, Any] | None) -> str
     if scheme not in _VSI:
         raise InputDataError(f"cannot tell whether {url} changed: not an http(s)/s3/gs/az URL")
     if scheme in ("http", "https"):
-        base, _, key = url.rpartition("/")
-        base += "/"
+        head = _http_identity(url)
     else:
         bucket, _, key = url.split("://", 1)[1].partition("/")
-        base = f"{scheme}://{bucket}"
-    try:
-        head = obstore.head(object_store(base, storage_options), key)
-    except Exception as err:  # obstore's typed errors
-        raise _read_error(url, err) from None
-    mtime = head["last_modified"].isoformat() if head.get("last_modified") else "?"
-    return f"{url} etag={head.get('e_tag')} size={head['size']} mtime={mtime}"
+        try:
+            head = obstore.head(object_store(f"{scheme}://{bucket}", storage_options), key)
+        except Exception as err:  # obstore's typed errors
+            raise _read_error(url, err) from None
+        modified = head.get("last_modified")
+        head = {**head, "mtime": modified.isoformat() if modified else None}
+    return f"{public_url(url)} etag={head.get('e_tag')} size={head['size']} mtime={head['mtime']}"
 
 
 def _stem(label: str) -> str:
@@ -343,8 +378,15 @@ def _stem(label: str) -> str:
     return os.path.splitext(tail)[0] or "scene"
 
 
-def _options_tuple(storage_options: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in (storage_options or {}).items()))
+def options_tuple(storage_options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """``storage_options`` as a sorted tuple of items (values kept as they are: ``anon=False``
+    stays ``False``), for frozen dataclasses and pickled jobs.
+
+    Example:
+        >>> options_tuple({"region": "eu-west-1", "anon": False})
+        (('anon', False), ('region', 'eu-west-1'))
+    """
+    return tuple(sorted((storage_options or {}).items(), key=lambda kv: str(kv[0])))
 
 
 def resolve_source(
@@ -370,10 +412,10 @@ def resolve_source(
     if isinstance(source, Source):
         return source
     text = os.fspath(source) if isinstance(source, os.PathLike) else str(source)
-    options = _options_tuple(storage_options)
+    options = options_tuple(storage_options)
     if is_remote(text):
         ident = _remote_identity(text, storage_options) if identity else ""
-        return Source(gdal_path(text), text, _stem(text), ident, options)
+        return Source(gdal_path(text), public_url(text), _stem(public_url(text)), ident, options)
     if text.startswith("/vsi") or text.lstrip().startswith("<"):  # /vsizip/…, VRT XML
         import hashlib
 

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from geobind.errors import InputDataError
+from geobind.errors import InputDataError, one_line
 
 __all__ = ["COMMON_NAMES", "is_stac", "model_bands", "stac_sources"]
 
@@ -123,11 +123,22 @@ def model_bands(model: Any, encoder: str = "sat") -> tuple[str, ...]:
         >>> model_bands(geobind.load("tiny"))
         ('red', 'green', 'blue')
     """
-    count = len(model[encoder].bands)
+    return encoder_bands(model[encoder])
+
+
+def encoder_bands(encoder: Any) -> tuple[str, ...]:
+    """The common names of the channels an image encoder reads (:func:`model_bands`).
+
+    Example:
+        >>> import geobind
+        >>> encoder_bands(geobind.load("tiny")["sat"])
+        ('red', 'green', 'blue')
+    """
+    count = len(encoder.bands)
     if count > len(COMMON_NAMES):
         raise InputDataError(
-            f"the {encoder} encoder reads {count} bands; geobind names only {COMMON_NAMES}: "
-            "pass bands=[...] with the common names of its channels"
+            f"the encoder reads {count} bands; geobind names only {COMMON_NAMES}: pass "
+            "bands=[...] with the common names of its channels (or 1-based band numbers)"
         )
     return COMMON_NAMES[:count]
 
@@ -167,7 +178,7 @@ def _items(obj: Any, storage_options: Mapping[str, Any]) -> list[Any]:
         try:
             obj = io.read_json(href)
         except Exception as err:
-            raise InputDataError(f"cannot read STAC {href}: {_line(err)}") from None
+            raise InputDataError(f"cannot read STAC {href}: {one_line(err)}") from None
     try:
         if isinstance(obj, Mapping):
             if obj.get("type") == "FeatureCollection":
@@ -185,7 +196,7 @@ def _items(obj: Any, storage_options: Mapping[str, Any]) -> list[Any]:
     except InputDataError:
         raise
     except Exception as err:  # pystac's STACError / STACTypeError, a broken child link
-        raise InputDataError(f"cannot read STAC {href or 'object'}: {_line(err)}") from None
+        raise InputDataError(f"cannot read STAC {href or 'object'}: {one_line(err)}") from None
     if href is not None:
         for item in items:  # an ItemCollection's relative asset hrefs are relative to its file
             if item.get_self_href() is None:
@@ -193,11 +204,6 @@ def _items(obj: Any, storage_options: Mapping[str, Any]) -> list[Any]:
     if not items:
         raise InputDataError(f"STAC {href or 'object'} holds no items")
     return items
-
-
-def _line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 # -- choosing assets ------------------------------------------------------------------------------
@@ -297,7 +303,7 @@ def _vrt(
                     }
             except Exception as err:
                 raise InputDataError(
-                    f"cannot read asset {key!r} of STAC item {item.id!r} ({href}): {_line(err)}"
+                    f"cannot read asset {key!r} of STAC item {item.id!r} ({href}): {one_line(err)}"
                 ) from None
     infos = list(opened.values())
     crs = {str(i["crs"]) for i in infos}
@@ -424,13 +430,13 @@ def stac_sources(
         Traceback (most recent call last):
         geobind.errors.InputDataError: STAC item 'beta-2024-05-01' has no asset for band(s) ...
     """
-    from geobind.sources import Source, resolve_source
+    from geobind.sources import Source, options_tuple, resolve_source
 
     names = [str(b).lower() for b in (bands if bands is not None else COMMON_NAMES[:3])]
     if not names:
         raise InputDataError("bands is empty; pass common names such as ['red', 'green', 'blue']")
     storage_options = dict(storage_options or {})
-    kept = tuple(sorted((str(k), str(v)) for k, v in storage_options.items()))
+    kept = options_tuple(storage_options)
     sources = []
     for item in _items(obj, storage_options):
         if bands is None:  # RGB, and NIR where the item has it (band 4, as 4-band models read)

@@ -329,3 +329,12 @@ def test_change_bad_input(catalog, model):
         geobind.change(stack, "a lake", "2020-01-01", "2024-09-01", model=model)
     with pytest.raises(InputDataError, match="'time' dimension"):
         geobind.change(stack.isel(time=0), "a lake", model=model)
+
+
+def test_change_defaults_to_first_and_last_dates_on_integer_years(catalog, model):
+    """An integer time axis (years) takes labels, and the defaults are its first and last."""
+    stack = _stack(catalog, "alpha").assign_coords(time=[2024, 2025])
+    diff = geobind.change(stack, "a lake", model=model)
+    assert (diff.attrs["before"], diff.attrs["after"]) == (2024, 2025)
+    same = geobind.change(stack, "a lake", 2024, 2025, model=model)
+    np.testing.assert_array_equal(diff.values, same.values)

@@ -168,12 +168,12 @@ class Pairs:
             raise InputDataError(
                 f"pair dataset {self.root} has no {name!r} samples (splits found: {found})"
             )
-        return replace(self, table=rows.reset_index(drop=True), _cache=OrderedDict())
+        return replace(self, table=rows.reset_index(drop=True), _cache=OrderedDict(), _columns=None)
 
     def subset(self, rows: Sequence[int]) -> Pairs:
         """The samples at positions ``rows``."""
         table = self.table.iloc[list(rows)].reset_index(drop=True)
-        return replace(self, table=table, _cache=OrderedDict())
+        return replace(self, table=table, _cache=OrderedDict(), _columns=None)
 
     def points(self) -> Any:
         """The samples as an EPSG:4326 GeoDataFrame of points (the table's other columns kept)."""

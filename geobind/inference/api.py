@@ -484,8 +484,8 @@ def similarity(
 def change(
     obj: Any,
     query: Any = None,
-    before: Any = 0,
-    after: Any = -1,
+    before: Any = None,
+    after: Any = None,
     *,
     model: Any = None,
     grid: Any = None,
@@ -505,8 +505,9 @@ def change(
         query: what to look for (as for :func:`similarity`: text, audio, photo, vector,
             geometry; a list gives one map per query).
         before: the earlier date: a label of the ``time`` coordinate (anything ``.sel`` takes,
-            e.g. ``"2024-05-01"``) or, an ``int``, a position (default the first date).
-        after: the later date, likewise (default the last date).
+            e.g. ``"2024-05-01"``) or, an ``int``, a position (on a time axis that is not
+            itself integer); ``None`` (the default) is the first date.
+        after: the later date, likewise; ``None`` (the default) is the last date.
         model: a model, preset name or model folder (default: :func:`geobind.use_model`'s).
         grid: an embedding grid already made from the raster.
         time: the name of the time dimension.
@@ -543,11 +544,15 @@ def change(
             f"change needs a raster or grid with a {time!r} dimension (dates stacked, as "
             f"odc-stac and stackstac return them); this one has dims {sim.dims}"
         )
-    maps = [_at_date(sim, time, date) for date in (before, after)]
+    maps, labels = [], []
+    for date, default in ((before, 0), (after, -1)):
+        one = sim.isel({time: default}) if date is None else _at_date(sim, time, date)
+        maps.append(one)
+        labels.append(_date_label(date if one.coords.get(time) is None else one[time].values[()]))
     along = [k for k, v in sim.coords.items() if time in v.dims]
     out = (maps[1] - maps[0]).drop_vars(along, errors="ignore")
     out.name = "change"
-    out.attrs = {**sim.attrs, "before": _date_label(before), "after": _date_label(after)}
+    out.attrs = {**sim.attrs, "before": labels[0], "after": labels[1]}
     return out
 
 
@@ -575,7 +580,15 @@ def _at_date(sim: Any, time: str, date: Any) -> Any:
 
 
 def _date_label(date: Any) -> Any:
-    return date if isinstance(date, int | str) else str(date)
+    """A date as it goes in attrs: an ``int`` or a string (``2024-09-01`` for a day)."""
+    import numbers
+
+    if isinstance(date, numbers.Integral):
+        return int(date)
+    if isinstance(date, str):
+        return date
+    text = str(date)
+    return text[:10] if text.endswith("T00:00:00.000000000") else text
 
 
 def _geometry_query(grid: Any, query: Any) -> Any:

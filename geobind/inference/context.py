@@ -110,12 +110,18 @@ def _pack(model: Any) -> tuple[str, dict[str, bytes]]:
 
 
 def _unpack(digest: str, files: dict[str, bytes]) -> Path:
-    """The shipped files as a model folder in this machine's temporary folder (written once per
-    machine, atomically: concurrent workers race harmlessly)."""
+    """The shipped files as a model folder in this user's part of the temporary folder (written
+    once per machine, atomically: concurrent workers race harmlessly; other users cannot write
+    there, and loading checks the weights against ``geobind.json``'s SHA-256)."""
     import shutil
     import tempfile
 
-    folder = Path(tempfile.gettempdir()) / f"geobind-model-{digest[:24]}"
+    mine = (
+        Path(tempfile.gettempdir())
+        / f"geobind-models-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    )
+    mine.mkdir(mode=0o700, exist_ok=True)
+    folder = mine / digest[:32]
     if not (folder / "geobind.json").is_file():
         partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         for name, data in files.items():
@@ -159,7 +165,7 @@ class ModelRef:
         """The model (loaded from its spec, or its shipped files, on first use in a process)."""
         if self._model is None:
             spec = self.spec if self._shipped is None else _unpack(*self._shipped)
-            self._model = _load(spec)
+            self._model = _load(spec)  # (the bytes stay: dask may copy this ref to a new worker)
         return self._model
 
     def __getstate__(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ HNSW (16 links, ef 256): float16 vectors recall 0.937 (strict 0.79) at 0.6 ms, i
 (these embeddings sit in a narrow cone that int8 flattens), both 2.1× the float16 grid in memory;
 builds took 222 s for faiss (with polysemous training, since left out: it was most of that) and
 319–342 s for usearch. At continent scale memory decides, so faiss IVF-PQ, with its codes in
-memory and the float16 copy on disk for re-ranking (the split DiskANN makes).
+memory and the re-ranking copy on disk (the split DiskANN makes).
 
 **Guarantees.** A search refuses an index that no longer matches its store (another satellite
 encoder: :class:`~geobind.errors.IndexMismatchError`; groups added since and not yet indexed:
@@ -378,7 +378,7 @@ def _remove_group(index: Any, number: int) -> None:
 
 
 def _memory_bytes(index: Any) -> int:
-    """Bytes the faiss index holds in memory (its serialised size; the float16 copy and the
+    """Bytes the faiss index holds in memory (its serialised size; the re-ranking copy and the
     cell lists are memory-mapped, not held)."""
     return int(_faiss().serialize_index(index).nbytes)
 

@@ -89,7 +89,9 @@ def open_raster(
 
     ``path`` may be a local path or an ``http(s)://``, ``s3://``, ``gs://`` or ``az://`` URL of a
     (Cloud-Optimised) GeoTIFF, read with Range requests (:mod:`geobind.sources`; credentials from
-    the standard environment or ``storage_options``).
+    the standard environment or ``storage_options``). The raster is read lazily: later reads in
+    this process reuse the open file, but a file reopened elsewhere (a dask worker) sees only the
+    environment, so on a cluster give credentials through the environment (``AWS_*``).
 
     Example:
         >>> open_raster("missing.tif")
@@ -403,7 +405,7 @@ def named_bands(
         >>> rgb["band"].values.tolist(), bands
         (['red', 'green', 'Blue'], [1, 2, 3])
     """
-    from geobind.stac import COMMON_NAMES
+    from geobind.stac import COMMON_NAMES, encoder_bands
 
     coord = arr.coords.get("common_name")
     if coord is None or coord.dims != (band,):
@@ -413,20 +415,16 @@ def named_bands(
     labels = [str(v).lower() for v in coord.values]
     if not set(labels) & set(COMMON_NAMES):  # other names (a Dataset's variables): by position
         return arr, None
-    count = len(encoder.bands)
-    if count > len(COMMON_NAMES):
-        raise InputDataError(
-            f"the encoder reads {count} bands but geobind names only {COMMON_NAMES}; pass "
-            "bands=[...] (1-based) for a raster with named bands"
-        )
-    wanted = COMMON_NAMES[:count]
+    wanted = encoder_bands(encoder)
     missing = [name for name in wanted if name not in labels]
     if missing:
         raise InputDataError(
             f"the raster's bands are named {labels}; the model reads {list(wanted)} and "
             f"{missing} is missing. Pass bands=[...] (1-based) to pick them by position"
         )
-    return arr.isel({band: [labels.index(name) for name in wanted]}), list(range(1, count + 1))
+    return arr.isel({band: [labels.index(name) for name in wanted]}), list(
+        range(1, len(wanted) + 1)
+    )
 
 
 def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, lay: Layout, args: tuple):

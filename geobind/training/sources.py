@@ -108,7 +108,6 @@ def paired_data(
 
 def _from_scenes(cfg, model, kind, split, chip_args) -> PairedData:
     from geobind.data.datasets import PairedChips
-    from geobind.data.manifest import read_manifest
 
     if cfg.world:
         from geobind.synth import load_world
@@ -125,18 +124,26 @@ def _from_scenes(cfg, model, kind, split, chip_args) -> PairedData:
         if not cfg.scenes:
             raise InputDataError("give GeoTIFF scenes (--scenes) or a synthetic world (--world)")
         scenes, manifest, source = list(cfg.scenes), Path(cfg.manifest), "scenes"
-    gdf = read_manifest(manifest)
-    if "split" not in gdf.columns:
-        raise InputDataError(f"{manifest} has no `split` column (train/val/test)")
-    points = gdf[gdf["split"] == split]
-    if len(points) == 0:
-        raise InputDataError(f"{manifest} has no {split!r} rows")
+    points = _split_points(manifest, split)
     with warnings.catch_warnings():
         if source == "world":  # the world's manifests are EPSG:4326 by design
             warnings.simplefilter("ignore", CRSMismatchWarning)
         chips = PairedChips(scenes, points, gsd=model.config["sat"].get("gsd"), **chip_args)
     record = {"source": source, "scenes": scenes, "manifest": str(manifest), "count": len(chips)}
     return PairedData(chips, list(chips.points["path"]), record)
+
+
+def _split_points(manifest: Path, split: str) -> Any:
+    """The manifest's rows of ``split`` (a GeoDataFrame), refusing a manifest without them."""
+    from geobind.data.manifest import read_manifest
+
+    gdf = read_manifest(manifest)
+    if "split" not in gdf.columns:
+        raise InputDataError(f"{manifest} has no `split` column (train/val/test)")
+    points = gdf[gdf["split"] == split]
+    if len(points) == 0:
+        raise InputDataError(f"{manifest} has no {split!r} rows")
+    return points
 
 
 def _decodable(pairs: Any) -> tuple[list[int], int]:
@@ -205,17 +212,11 @@ def _from_coarse_twin(cfg, model, split: str, augment: bool) -> PairedData:
     """Chips of the fine scenes (``chips``: the anchors' side) and of the coarse scenes at the
     same points (``items``: what the coarse encoder reads), kept where both are whole."""
     from geobind.data.datasets import PairedChips
-    from geobind.data.manifest import read_manifest
 
     if "coarse" not in model.modalities:
         raise InputDataError(f"model {model.name!r} has no 'coarse' encoder")
     fine_scenes, coarse_scenes, manifest, source = _coarse_inputs(cfg)
-    gdf = read_manifest(manifest)
-    if "split" not in gdf.columns:
-        raise InputDataError(f"{manifest} has no `split` column (train/val/test)")
-    points = gdf[gdf["split"] == split]
-    if len(points) == 0:
-        raise InputDataError(f"{manifest} has no {split!r} rows")
+    points = _split_points(manifest, split)
     fine_args, coarse_args = (
         _chip_args(model, None),
         _chip_args(model, cfg if augment else None, "coarse"),

@@ -59,17 +59,24 @@ def write_scene(path: Path, *, seed: int = 0, height: int = 192, width: int = 16
     return path
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    return write_scene(tmp_path_factory.mktemp("scenes") / "scene.tif")
-
-
-@pytest.fixture(scope="module")
-def reference(scene, tmp_path_factory) -> Path:
-    """The store of an uninterrupted run (tile 4, stride 16)."""
-    root = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE)
-    return root
+def slow_job(scene: Path, store: str | Path) -> subprocess.Popen:
+    """``embed_to_zarr(scene, store)`` in a child process, slowed between tiles so a test can
+    kill it mid-job (the child inherits the environment: AWS_* for S3 stores)."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from geobind.inference import store
+        from geobind.inference.store import tiles
+        write = tiles._write_chunk
+        def slow(*args):
+            write(*args)
+            time.sleep(0.4)  # widen the window between tiles for the kill
+        tiles._write_chunk = slow
+        store.embed_to_zarr({str(scene)!r}, {str(store)!r}, model="tiny", stride={STRIDE},
+                            tile={TILE})
+        """
+    )
+    return subprocess.Popen([sys.executable, "-c", script])
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -156,21 +163,7 @@ def test_summary_and_finished_rerun_does_nothing(scene, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_kill_9_mid_job_then_rerun_is_bitwise_equal(scene, reference, tmp_path):
     root = tmp_path / "killed.zarr"
-    script = textwrap.dedent(
-        f"""
-        import time
-        from geobind.inference import store
-        from geobind.inference.store import tiles
-        write = tiles._write_chunk
-        def slow(*args):
-            write(*args)
-            time.sleep(0.4)  # widen the window between tiles for the kill
-        tiles._write_chunk = slow
-        store.embed_to_zarr({str(scene)!r}, {str(root)!r}, model="tiny", stride={STRIDE},
-                            tile={TILE})
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    proc = slow_job(scene, root)
     flags = root / "scene" / "tiles" / "done" / "c"
     deadline = time.monotonic() + 120
     while len(list(flags.rglob("*"))) < 5 and time.monotonic() < deadline:  # dirs + flag files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 
 import pytest
-from test_store import STRIDE, TILE, tree, write_scene
+from test_store import STRIDE, TILE, tree
 
 from geobind.inference.store import embed_to_zarr
 
@@ -35,30 +36,26 @@ def _slow_writes() -> None:
     tiles._write_chunk = slow
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene(tmp_path_factory.mktemp("scenes") / "scene.tif")
-
-
-@pytest.fixture(scope="module")
-def reference(scene, tmp_path_factory):
-    """The store of a local run."""
-    root = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def client():
+@contextlib.contextmanager
+def two_workers(*modules: str):
+    """A client of 2 worker processes (one thread each) that can run this module's functions
+    and those of ``modules`` (workers cannot import the tests: they travel by value)."""
     import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    for name in (__name__, *modules):
+        cloudpickle.register_pickle_by_value(sys.modules[name])
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client():
+    with two_workers() as client:
         yield client
 
 

@@ -8,14 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import numpy as np
 import pytest
 import rasterio
-from test_store import STRIDE, TILE, tree, write_scene
+from test_store import STRIDE, TILE, slow_job, tree
+from test_store_dask import _slow_writes
 
 from geobind.errors import GeoBindError, StoreError, StoreLockedError
 from geobind.inference.store import embed_to_zarr, open_store, query_store, store_groups
@@ -23,19 +23,6 @@ from geobind.inference.store.lease import LEASE_NAME, _StoreLease
 from geobind.inference.store.location import store_location
 
 pytest.importorskip("obstore")
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene(tmp_path_factory.mktemp("scenes") / "scene.tif")
-
-
-@pytest.fixture(scope="module")
-def reference(scene, tmp_path_factory):
-    """The store of an uninterrupted local run."""
-    root = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=False)
-    return root
 
 
 def objects(s3, url: str) -> dict[str, bytes]:
@@ -106,20 +93,7 @@ def test_memory_and_file_urls(scene, reference, tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_job_on_s3_then_rerun_is_bitwise_equal(scene, reference, s3):
     url = f"{s3.url}/killed.zarr"
-    script = textwrap.dedent(
-        f"""
-        import time
-        from geobind.inference import store
-        from geobind.inference.store import tiles
-        write = tiles._write_chunk
-        def slow(*args):
-            write(*args)
-            time.sleep(0.4)  # widen the window between tiles for the kill
-        tiles._write_chunk = slow
-        store.embed_to_zarr({str(scene)!r}, {url!r}, model="tiny", stride={STRIDE}, tile={TILE})
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])  # inherits the AWS_* variables
+    proc = slow_job(scene, url)  # inherits the AWS_* variables
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the job ended before it could be killed"
@@ -212,30 +186,11 @@ def test_stores_without_conditional_writes_are_refused(scene, tmp_path):
 def client(s3):
     """Two dask worker processes started after ``s3`` set AWS_* (so they, and workers their
     nannies restart, inherit them)."""
-    distributed = pytest.importorskip("distributed")
-    import cloudpickle
+    pytest.importorskip("distributed")
+    from test_store_dask import two_workers
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with two_workers(__name__, "test_store_dask") as client:
         yield client
-
-
-def _slow_writes() -> None:
-    """Widen the window between tiles on this worker, so the test can kill it mid-job."""
-    from geobind.inference.store import tiles
-
-    write = tiles._write_chunk
-
-    def slow(*args):
-        write(*args)
-        time.sleep(0.5)
-
-    tiles._write_chunk = slow
 
 
 @pytest.mark.slow

@@ -52,8 +52,9 @@ conditionally is refused with a :class:`StoreError`.
 loads the model once (:class:`~geobind.inference.context.ModelRef`: a preset by name, a folder or
 an in-memory model as its files, scattered once per worker), reads its window (a file or a COG
 URL), embeds it and writes its chunk and flag itself: a store in object storage is opened by each
-worker from its URL (no shared disk), a local store must be on a file system the workers share. A task lost with its worker is rerun by dask; a tile whose
-workers keep dying is reported as failed, and finished tiles stay. geobind never starts a cluster.
+worker from its URL (no shared disk), a local store must be on a file system the workers share.
+A task lost with its worker is rerun by dask; a tile whose workers keep dying is reported as
+failed, and finished tiles stay. geobind never starts a cluster.
 
 **Faults.** A read error in a source fails that tile only: it is logged with its location, listed
 in the returned :class:`StoreSummary` (and the store's ``tiles`` attrs), its cells stay NaN, and a

@@ -121,6 +121,9 @@ class _StoreLease:
                 info = json.loads(data or b"{}")
             except ValueError:
                 info = {}
+            if info.get("owner") == self.owner:  # our create succeeded; a client retry did not
+                self._version = version
+                break
             why = self._stale(info)
             if why is None:
                 raise self._refuse(info)
@@ -158,19 +161,39 @@ class _StoreLease:
         self.location.delete(LEASE_NAME)
         raise self._unsafe("the server accepted a second create of the same object")
 
+    def _ours(self) -> bool:
+        """Whether the lease object is still ours (a renewal the client retried after it had
+        succeeded fails its precondition, yet renewed it); takes its version if so."""
+        with contextlib.suppress(Exception):
+            held = self.location.read_versioned(LEASE_NAME)
+            if held is not None and json.loads(held[0] or b"{}").get("owner") == self.owner:
+                self._version = held[1]
+                return True
+        return False
+
     def _heartbeat(self) -> None:
+        renewed = time.monotonic()
         while not self._stop.wait(self.seconds / 3):
             with self._guard:
                 if self._stop.is_set():
                     return
                 try:
                     self._version = self.location.put(LEASE_NAME, self._body(), mode=self._version)
+                    renewed = time.monotonic()
+                    continue
                 except Exception as err:
-                    if _precondition(err) or isinstance(err, FileNotFoundError):
+                    if not (_precondition(err) or isinstance(err, FileNotFoundError)):
+                        log.warning("could not renew the lease of %s: %s", self.location, err)
+                    elif self._ours():
+                        renewed = time.monotonic()
+                        continue
+                    else:
                         self.lost = "it was taken over by another job"
-                        log.error("lost the lease of %s: %s", self.location, self.lost)
-                        return
-                    log.warning("could not renew the lease of %s: %s", self.location, err)
+                if self.lost is None and time.monotonic() - renewed > self.seconds * 5 / 6:
+                    self.lost = "it could not be renewed before it expired"
+                if self.lost is not None:
+                    log.error("lost the lease of %s: %s", self.location, self.lost)
+                    return
 
     def check(self) -> None:
         """Raise :class:`StoreLockedError` when the lease was lost (another job took it over)."""

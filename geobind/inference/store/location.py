@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from geobind.errors import InputDataError, StoreError
+from geobind.errors import InputDataError, StoreError, one_line
 
 __all__ = ["StoreLocation", "store_location"]
 
@@ -48,17 +47,6 @@ def is_url(store: Any) -> bool:
         return False
     scheme = store.split("://", 1)[0].lower() if "://" in store else ""
     return bool(scheme) and scheme != "file"
-
-
-def _one_line(err: BaseException) -> str:
-    """A backend error as one line: its HTTP status and S3 error code where it has them."""
-    text = str(err)
-    status = re.search(r"status code: (\d{3}[^:\n]*)", text)
-    code = re.search(r"<Code>([^<]+)</Code>", text)
-    if status:
-        return status.group(1).strip() + (f" ({code.group(1)})" if code else "")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
-    return first[:200]
 
 
 def is_backend_error(err: BaseException) -> bool:
@@ -105,9 +93,11 @@ class StoreLocation:
         return self.kind == "memory"
 
     @property
-    def options_key(self) -> tuple[tuple[str, str], ...]:
-        """The storage options as a hashable, picklable tuple (what tile jobs carry)."""
-        return tuple(sorted((k, str(v)) for k, v in self.options.items()))
+    def options_key(self) -> tuple[tuple[str, Any], ...]:
+        """The storage options as a picklable tuple (what tile jobs carry; values as given)."""
+        from geobind.sources import options_tuple
+
+        return options_tuple(self.options)
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -151,7 +141,7 @@ class StoreLocation:
     def backend_error(self, err: BaseException, doing: str) -> StoreError:
         """An object store client's error as a one-line :class:`StoreError`."""
         return StoreError(
-            f"cannot {doing} {self}: {_one_line(err)}. Check the URL, the credentials "
+            f"cannot {doing} {self}: {one_line(err)}. Check the URL, the credentials "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or storage_options=) and the endpoint "
             "(AWS_ENDPOINT_URL)"
         )
@@ -176,12 +166,11 @@ class StoreLocation:
                 return (self.path / key).read_bytes()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
-        if self.kind == "fsspec":
-            import asyncio
-
+        if self.kind == "fsspec":  # zarr's own event loop (asyncio.run fails inside Jupyter's)
             from zarr.core.buffer import default_buffer_prototype
+            from zarr.core.sync import sync
 
-            buf = asyncio.run(self.zarr_store(read_only=True).get(key, default_buffer_prototype()))
+            buf = sync(self.zarr_store(read_only=True).get(key, default_buffer_prototype()))
             return None if buf is None else buf.to_bytes()
         import obstore
 
@@ -249,12 +238,12 @@ class StoreLocation:
         if self.path is not None:
             return [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
         if self.kind == "fsspec":
-            import asyncio
+            from zarr.core.sync import sync
 
             async def _list() -> list[str]:
                 return [k async for k in self.zarr_store(read_only=True).list_dir("")]
 
-            return asyncio.run(_list())
+            return sync(_list())
         import obstore
 
         listed = obstore.list_with_delimiter(self.obstore)
@@ -330,7 +319,7 @@ def _build_obstore(url: str, kind: str, options: dict[str, Any]) -> Any:
     try:
         return object_store(url, options)
     except Exception as err:  # obstore raises its own errors (and pyo3 panics) on bad options
-        raise InputDataError(f"cannot open store {url}: {_one_line(err)}") from None
+        raise InputDataError(f"cannot open store {url}: {one_line(err)}") from None
 
 
 @lru_cache(maxsize=16)
@@ -373,7 +362,9 @@ def store_location(
                 f"(s3://, gs://, az://, memory://) nor an fsspec protocol ({err})"
             ) from None
         kind = "fsspec"
-    options = tuple(sorted((storage_options or {}).items(), key=lambda kv: kv[0]))
+    from geobind.sources import options_tuple
+
+    options = options_tuple(storage_options)
     try:
         return _cached(url, options, kind)
     except TypeError:  # unhashable option values: no caching

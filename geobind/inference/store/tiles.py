@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -100,9 +100,10 @@ class _TileJob:
     batch_size: int
     dtype: str
     block_rows: int  # grid rows per read block
-    storage_options: tuple[tuple[str, str], ...] = ()  # credentials for a remote source
+    # credentials for a remote source (never shown: dask logs a failed task's arguments)
+    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
     path: str = ""  # what rasterio opens (a GDAL /vsi… path, VRT XML), when not ``source``
-    store_options: tuple[tuple[str, str], ...] = ()  # credentials for an object-store store
+    store_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)  # the store's
 
     @property
     def cells(self) -> int:
@@ -206,18 +207,17 @@ def _tile_results(
     import rasterio
 
     from geobind.models.encoders import _background
-    from geobind.sources import gdal_env
+    from geobind.sources import gdal_env, is_remote
 
     def produce():
         handles: dict[str, Any] = {}
-        options = dict(jobs[0].storage_options) if jobs else {}
         try:
             for job in jobs:
                 for index, (cells, rows, cols) in enumerate(job.blocks()):
                     start = time.perf_counter()
                     try:  # remote sources: endpoint, credentials, retries (not across a yield:
-                        with gdal_env(options):  # the generator may be closed by another thread)
-                            path = job.path or job.source
+                        path = job.path or job.source  # the generator may be closed elsewhere)
+                        with gdal_env(dict(job.storage_options), remote=is_remote(path)):
                             if path not in handles:
                                 handles[path] = rasterio.open(path)
                             pixels = _read_block(handles[path], job, rows, cols)

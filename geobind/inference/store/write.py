@@ -402,10 +402,15 @@ def _run(root: StoreLocation, jobs, model, client, progress: bool, tqdm, lease) 
     finally:
         timings["tiles"] = time.perf_counter() - start
         bar.close()
-        with contextlib.suppress(OSError):  # a full disk must not hide the original error
-            _remove_partials(root)  # chunk files a dead worker had begun
-            _record_failures(root, failed)
-            _consolidate(root, list(failed))
+        try:  # a full disk, or an object store refusing, must not hide the original error
+            if getattr(lease, "lost", None) is None:  # a lost store is another job's now
+                _remove_partials(root)  # chunk files a dead worker had begun
+                _record_failures(root, failed)
+                _consolidate(root, list(failed))
+        except Exception as err:
+            if not (isinstance(err, OSError) or is_backend_error(err)):
+                raise
+            log.warning("could not record the job's failed tiles in %s: %s", root, err)
     return summary
 
 
