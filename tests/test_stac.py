@@ -338,3 +338,20 @@ def test_change_defaults_to_first_and_last_dates_on_integer_years(catalog, model
     assert (diff.attrs["before"], diff.attrs["after"]) == (2024, 2025)
     same = geobind.change(stack, "a lake", 2024, 2025, model=model)
     np.testing.assert_array_equal(diff.values, same.values)
+
+
+def test_stac_in_s3_reads_like_the_local_catalogue(catalog, s3):
+    """A catalogue uploaded to S3 (relative hrefs): items read with obstore, assets with
+    GDAL's /vsis3/, the same pixels as the local files."""
+    root = catalog.parent
+    for path in root.rglob("*"):
+        if path.is_file():
+            s3.upload(path, f"{s3.url}/stac/{path.relative_to(root).as_posix()}")
+    item = "alpha-2024-05-01"
+    (remote,) = stac_sources(f"{s3.url}/stac/synth/{item}/{item}.json")
+    (local,) = stac_sources(_item_path(catalog, item))
+    assert "/vsis3/" in remote.path and remote.identity != local.identity
+    from geobind.sources import open_dataset
+
+    with open_dataset(remote) as a, rasterio.open(local.path) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
