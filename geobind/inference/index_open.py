@@ -307,7 +307,9 @@ class StoreIndex:
                 rows = pos[sel][order]
                 vecs = np.asarray(self._group(int(number))[1][rows], np.float32)
                 part = np.empty(len(rows), np.float32)
-                part[order] = vecs @ q[r]
+                # einsum, not BLAS: a threaded matrix-vector product of a few thousand rows
+                # waits for its threads to wake (6 ms against 0.13 ms on a shared 2-core machine)
+                part[order] = np.einsum("ij,j->i", vecs, q[r])
                 exact[sel] = part
             best = np.lexsort((cand, -exact))[:k]
             out_s[r, : len(best)], out_i[r, : len(best)] = exact[best], cand[best]
