@@ -71,27 +71,35 @@ def test_two_workers_write_the_local_store(scene, reference, client, tmp_path):
     assert (rerun.done, rerun.skipped) == (0, 9)
 
 
-@pytest.mark.slow
-def test_a_worker_dying_mid_job_loses_nothing(scene, reference, client, tmp_path):
-    root = tmp_path / "k.zarr"
+def embed_killing_a_worker(client, scene, store, ready):
+    """Run the job on ``client`` and SIGKILL one of its workers once ``ready()`` (a tile is
+    done); returns the job's summary, or its rerun's when dask gave up on a tile."""
     client.run(_slow_writes)
-    pids = client.run(os.getpid)
-    victim = next(iter(pids.values()))
-    flags = root / "scene" / "tiles" / "done" / "c"
+    victim = next(iter(client.run(os.getpid).values()))
 
-    def kill_after_first_tile() -> None:
+    def kill_when_ready() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(p.is_file() for p in flags.rglob("*")):
+        while time.monotonic() < deadline and not ready():
             time.sleep(0.02)
         os.kill(victim, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_after_first_tile)
+    killer = threading.Thread(target=kill_when_ready)
     killer.start()
-    summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    summary = embed_to_zarr(scene, store, model="tiny", stride=STRIDE, tile=TILE, client=client)
     killer.join()
     assert victim not in client.run(os.getpid).values()  # the worker did die
     if summary.failed:  # dask gave up on a tile: it is listed, and a rerun finishes the job
         assert all("worker" in f.error.lower() for f in summary.failed)
-        summary = embed_to_zarr(scene, root, model="tiny", stride=STRIDE, tile=TILE, client=client)
+        summary = embed_to_zarr(scene, store, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    return summary
+
+
+@pytest.mark.slow
+def test_a_worker_dying_mid_job_loses_nothing(scene, reference, client, tmp_path):
+    root = tmp_path / "k.zarr"
+    flags = root / "scene" / "tiles" / "done" / "c"
+    summary = embed_killing_a_worker(
+        client, scene, root, lambda: any(p.is_file() for p in flags.rglob("*"))
+    )
     assert summary.failed == []
     assert tree(root) == tree(reference)

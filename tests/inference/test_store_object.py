@@ -8,14 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 import rasterio
 from test_store import STRIDE, TILE, slow_job, tree
-from test_store_dask import _slow_writes
+from test_store_dask import embed_killing_a_worker
 
 from geobind.errors import GeoBindError, StoreError, StoreLockedError
 from geobind.inference.store import embed_to_zarr, open_store, query_store, store_groups
@@ -201,24 +200,9 @@ def test_dask_workers_write_s3_and_a_killed_worker_loses_nothing(scene, referenc
     assert objects(s3, url) == tree(reference)
 
     url = f"{s3.url}/k.zarr"
-    client.run(_slow_writes)
-    victim = next(iter(client.run(os.getpid).values()))
-
-    def kill_after_first_tile() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any("tiles/done/c" in key for key in objects(s3, url)):
-                break
-            time.sleep(0.05)
-        os.kill(victim, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_after_first_tile)
-    killer.start()
-    summary = embed_to_zarr(scene, url, model="tiny", stride=STRIDE, tile=TILE, client=client)
-    killer.join()
-    assert victim not in client.run(os.getpid).values()  # the worker did die
-    if summary.failed:  # dask gave up on a tile: it is listed, and a rerun finishes the job
-        summary = embed_to_zarr(scene, url, model="tiny", stride=STRIDE, tile=TILE, client=client)
+    summary = embed_killing_a_worker(
+        client, scene, url, lambda: any("tiles/done/c" in key for key in objects(s3, url))
+    )
     assert summary.failed == []
     assert objects(s3, url) == tree(reference)
 
