@@ -87,6 +87,13 @@ class Source:
             pixels. (Other GDAL paths, e.g. ``/vsizip/…``, and VRT XML are known by their text
             only: a change of the pixels behind them is not seen.)
         storage_options: credentials and endpoint options used to read it (never recorded).
+
+    Example:
+        >>> src = resolve_source("https://example.com/a/scene.tif?sig=abc", identity=False)
+        >>> src.path
+        '/vsicurl/https://example.com/a/scene.tif?sig=abc'
+        >>> src.label, src.name  # recorded without the query (a presigned URL's signature)
+        ('https://example.com/a/scene.tif', 'scene')
     """
 
     path: str
@@ -428,10 +435,8 @@ def resolve_source(
 
 
 def _is_stac(item: Any) -> bool:
-    try:
-        from geobind.stac import is_stac
-    except ImportError:  # pragma: no cover - the module ships with geobind
-        return False
+    from geobind.stac import is_stac
+
     return is_stac(item)
 
 
@@ -454,7 +459,7 @@ def resolve_sources(
     items: Sequence[Any] = [sources] if single else list(sources)
     if not items:
         raise InputDataError("no source given: pass a GeoTIFF/VRT path, a URL or a STAC item")
-    out: list[Source] = []
+    out: dict[str, Source] = {}  # by label: each source once, in order
     for item in items:
         if _is_stac(item):
             from geobind.stac import stac_sources
@@ -462,5 +467,6 @@ def resolve_sources(
             found = stac_sources(item, storage_options=storage_options)
         else:
             found = [resolve_source(item, storage_options, identity=identity)]
-        out += [s for s in found if s.label not in {o.label for o in out}]
-    return out
+        for source in found:
+            out.setdefault(source.label, source)
+    return list(out.values())
