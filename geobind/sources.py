@@ -38,6 +38,7 @@ __all__ = [
     "gdal_env",
     "gdal_path",
     "is_remote",
+    "object_and_key",
     "object_store",
     "open_dataset",
     "options_tuple",
@@ -161,7 +162,7 @@ def _endpoint_options(url: str) -> dict[str, str]:
 
 
 def gdal_options(
-    storage_options: Mapping[str, Any] | None = None, *, remote: bool = True
+    storage_options: Mapping[str, Any] | None = None, *, remote: bool = False
 ) -> dict[str, str]:
     """GDAL config options for reading remote rasters: the standard environment's S3 endpoint
     (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, which GDAL does not read itself) and
@@ -169,6 +170,8 @@ def gdal_options(
 
     Credentials in the environment are read by GDAL directly; those in ``storage_options`` are
     returned here too (:func:`gdal_env` hands them to GDAL through a rasterio session).
+    ``remote=True`` (a URL or ``/vsi…`` path is opened) also skips GDAL's directory listing per
+    open; a local file keeps it, or its ``.msk``/``.aux.xml`` sidecars would go unseen.
 
     Example:
         >>> opts = gdal_options({"endpoint_url": "http://127.0.0.1:9000", "anon": True})
@@ -209,7 +212,7 @@ def _session(credentials: dict[str, str]) -> Any:
 
 @contextlib.contextmanager
 def gdal_env(
-    storage_options: Mapping[str, Any] | None = None, *, remote: bool = True
+    storage_options: Mapping[str, Any] | None = None, *, remote: bool = False
 ) -> Iterator[None]:
     """A ``rasterio.Env`` configured for remote reads (:func:`gdal_options`).
 
@@ -321,6 +324,19 @@ def object_store(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     return from_url(url, client_options=client or None, **config)
 
 
+def object_and_key(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """The obstore store of ``url``'s bucket (``s3://``, ``gs://``, ``az://``) and the key in it.
+
+    Example:
+        >>> store, key = object_and_key("s3://bucket/stac/item.json")
+        >>> key
+        'stac/item.json'
+    """
+    scheme, rest = url.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return object_store(f"{scheme}://{bucket}", storage_options), key
+
+
 def public_url(url: str) -> str:
     """``url`` without credentials or a query string (a presigned URL's signature changes with
     every request): what a store records and resumes by.
@@ -370,9 +386,8 @@ def _remote_identity(url: str, storage_options: Mapping[str, Any] | None) -> str
     if scheme in ("http", "https"):
         head = _http_identity(url)
     else:
-        bucket, _, key = url.split("://", 1)[1].partition("/")
         try:
-            head = obstore.head(object_store(f"{scheme}://{bucket}", storage_options), key)
+            head = obstore.head(*object_and_key(url, storage_options))
         except Exception as err:  # obstore's typed errors
             raise _read_error(url, err) from None
         modified = head.get("last_modified")

@@ -156,11 +156,9 @@ def _stac_io(storage_options: Mapping[str, Any]) -> Any:
                 return super().read_text_from_href(href)
             import obstore
 
-            from geobind.sources import object_store
+            from geobind.sources import object_and_key
 
-            bucket, _, key = href.split("://", 1)[1].partition("/")
-            store = object_store(f"{scheme}://{bucket}", storage_options)
-            return bytes(obstore.get(store, key).bytes()).decode()
+            return bytes(obstore.get(*object_and_key(href, storage_options)).bytes()).decode()
 
     return _ObjectStoreStacIO()
 
@@ -275,36 +273,34 @@ def _vrt(
 ) -> tuple[str, list]:
     """The VRT XML stacking the chosen bands, and each asset's href (in band order)."""
     import numpy as np
-    import rasterio
 
     from geobind.data.scaling import scale_divisor
-    from geobind.sources import gdal_env, gdal_path
+    from geobind.sources import gdal_path, open_dataset
 
     opened: dict[str, dict[str, Any]] = {}
-    with gdal_env(storage_options):
-        for key, asset, _, _ in chosen:
-            if key in opened:
-                continue
-            href = asset.get_absolute_href() or asset.href
-            path = gdal_path(href)
-            try:
-                with rasterio.open(path) as src:
-                    opened[key] = {
-                        "href": href,
-                        "path": path,
-                        "width": src.width,
-                        "height": src.height,
-                        "transform": src.transform,
-                        "crs": src.crs,
-                        "dtypes": src.dtypes,
-                        "nodata": src.nodatavals,
-                        "count": src.count,
-                        "block": src.block_shapes[0],
-                    }
-            except Exception as err:
-                raise InputDataError(
-                    f"cannot read asset {key!r} of STAC item {item.id!r} ({href}): {one_line(err)}"
-                ) from None
+    for key, asset, _, _ in chosen:
+        if key in opened:
+            continue
+        href = asset.get_absolute_href() or asset.href
+        path = gdal_path(href)
+        try:
+            with open_dataset(path, storage_options) as src:
+                opened[key] = {
+                    "href": href,
+                    "path": path,
+                    "width": src.width,
+                    "height": src.height,
+                    "transform": src.transform,
+                    "crs": src.crs,
+                    "dtypes": src.dtypes,
+                    "nodata": src.nodatavals,
+                    "count": src.count,
+                    "block": src.block_shapes[0],
+                }
+        except Exception as err:
+            raise InputDataError(
+                f"cannot read asset {key!r} of STAC item {item.id!r} ({href}): {one_line(err)}"
+            ) from None
     infos = list(opened.values())
     crs = {str(i["crs"]) for i in infos}
     if len(crs) > 1:

@@ -162,10 +162,10 @@ class _SceneRaster(RasterDataset):
 
     def __init__(self, scene: SceneFile, bands: Sequence[int]) -> None:
         self.all_bands = tuple(str(b) for b in range(1, scene.count + 1))
-        from geobind.sources import gdal_env
+        from geobind.sources import gdal_env, is_remote
 
         res = scene.geobox.resolution
-        with gdal_env():  # a remote scene: torchgeo opens it to index it
+        with gdal_env(remote=is_remote(scene.path)):  # torchgeo opens it to index it
             super().__init__(
                 scene.path, crs=scene.geobox.crs, res=res, bands=[str(b) for b in bands]
             )
@@ -219,9 +219,9 @@ class _SceneRaster(RasterDataset):
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if filepath not in self._handles:
-            from geobind.sources import gdal_env
+            from geobind.sources import gdal_env, is_remote
 
-            with gdal_env():  # remote scenes: the environment's endpoint and options
+            with gdal_env(remote=is_remote(filepath)):  # remote: the environment's endpoint
                 self._handles[filepath] = rasterio.open(filepath)
         return self._handles[filepath]
 

@@ -100,17 +100,17 @@ def open_raster(
     """
     import rioxarray
 
-    from geobind.sources import gdal_env, gdal_path, is_remote, open_dataset
+    from geobind.sources import _read_error, gdal_env, gdal_path, is_remote, public_url
 
-    if is_remote(path):
-        with open_dataset(path, storage_options):  # one-line errors: 404, credentials …
-            pass
-    elif not Path(path).exists():
+    remote = is_remote(path)
+    if not remote and not Path(path).exists():
         raise InputDataError(f"raster {path} does not exist")
     try:
-        with gdal_env(storage_options):
+        with gdal_env(storage_options, remote=remote):
             return rioxarray.open_rasterio(gdal_path(path), **kwargs)
     except Exception as err:  # rasterio's RasterioIOError / CPLE_* errors
+        if remote:  # one line: not found, access refused, unreachable …
+            raise _read_error(public_url(os.fspath(path)), err) from None
         raise InputDataError(
             f"cannot open raster {path}: {err}. Is it a GeoTIFF (or another GDAL raster)?"
         ) from None

@@ -224,25 +224,6 @@ class _StoreLease:
         self.release()
 
 
-class _LocalLock:
-    """The ``flock`` of a local store, with the lease's interface (``check``)."""
-
-    def __init__(self, location: StoreLocation):
-        from geobind.inference.store.lock import _StoreLock
-
-        self._lock = _StoreLock(location.path)
-
-    def check(self) -> None:
-        """Nothing to check: a ``flock`` cannot be taken over while held."""
-
-    def __enter__(self) -> _LocalLock:
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 def writer_lock(location: StoreLocation) -> Any:
     """The one-writer guard of a store: the ``flock`` of a folder, else a lease.
 
@@ -252,5 +233,7 @@ def writer_lock(location: StoreLocation) -> Any:
         ...     lease.check()
     """
     if location.local:
-        return _LocalLock(location)
+        from geobind.inference.store.lock import _StoreLock
+
+        return _StoreLock(location.path)
     return _StoreLease(location)

@@ -188,10 +188,7 @@ class StoreLocation:
             got = obstore.get(self.obstore, key)
         except FileNotFoundError:
             return None
-        version = {"e_tag": got.meta["e_tag"]}
-        if got.meta.get("version"):
-            version["version"] = got.meta["version"]
-        return bytes(got.bytes()), version
+        return bytes(got.bytes()), _version(got.meta)
 
     def put(self, key: str, data: bytes, mode: Any = None) -> dict[str, str]:
         """Write ``key``; ``mode="create"`` fails if it exists, ``{"e_tag": …}`` if it changed.
@@ -203,11 +200,7 @@ class StoreLocation:
 
         self._need_obstore("writing")
         kwargs = {} if mode is None else {"mode": mode}
-        result = obstore.put(self.obstore, key, data, **kwargs)
-        version = {"e_tag": result["e_tag"]}
-        if result.get("version"):
-            version["version"] = result["version"]
-        return version
+        return _version(obstore.put(self.obstore, key, data, **kwargs))
 
     def delete(self, key: str) -> None:
         """Delete one key (no error when it is gone)."""
@@ -299,15 +292,15 @@ class StoreLocation:
         return str(obstore.head(self.obstore, key)["e_tag"])
 
 
-def _build_obstore(url: str, kind: str, options: dict[str, Any]) -> Any:
-    try:
-        import obstore  # noqa: F401
-    except ImportError:
-        from geobind.errors import MissingDependencyError
+def _version(meta: Mapping[str, Any]) -> dict[str, str]:
+    """What a conditional update of an object names: its ETag (and version, where kept)."""
+    version = {"e_tag": meta["e_tag"]}
+    if meta.get("version"):
+        version["version"] = meta["version"]
+    return version
 
-        raise MissingDependencyError(
-            f"stores at {url.split('://', 1)[0]}:// URLs need obstore: pip install obstore"
-        ) from None
+
+def _build_obstore(url: str, kind: str, options: dict[str, Any]) -> Any:
     if kind == "memory":  # one in-memory store per URL, for the life of this process
         from obstore.store import MemoryStore
 

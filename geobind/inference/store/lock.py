@@ -51,9 +51,14 @@ class _StoreLock:
     where ``flock`` is unavailable (some network file systems) the pid decides.
     """
 
+    lost: str | None = None  # the lease's interface: a held ``flock`` cannot be taken over
+
     def __init__(self, root: Path):
         self.path = root / LOCK_NAME
         self._fd: int | None = None
+
+    def check(self) -> None:
+        """Nothing to check (the lease's interface): a ``flock`` cannot be taken over while held."""
 
     def _refuse(self, info: dict[str, Any]) -> StoreLockedError:
         who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}"

@@ -403,7 +403,7 @@ def _run(root: StoreLocation, jobs, model, client, progress: bool, tqdm, lease) 
         timings["tiles"] = time.perf_counter() - start
         bar.close()
         try:  # a full disk, or an object store refusing, must not hide the original error
-            if getattr(lease, "lost", None) is None:  # a lost store is another job's now
+            if lease.lost is None:  # a lost store is another job's now
                 _remove_partials(root)  # chunk files a dead worker had begun
                 _record_failures(root, failed)
                 _consolidate(root, list(failed))
