@@ -18,10 +18,64 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HAZE", "Draw", "apply", "draw", "draw_for"]
+__all__ = ["HAZE", "Augmented", "Draw", "apply", "draw", "draw_for"]
 
 #: The haze colour ``haze_jitter`` blends chips towards (in [0, 1] units, every band).
 HAZE = 0.75
+
+
+class Augmented:
+    """The augmentation settings of a chip dataset and the epoch its draws belong to, kept in
+    shared memory so :meth:`set_epoch` reaches DataLoader workers that are already running.
+    Both chip datasets (scenes + points, and pair datasets) are built on it.
+
+    Example:
+        >>> ds = Augmented()
+        >>> ds.set_augmentation(augment=True, jitter_px=2, gain_jitter=0.1, haze_jitter=0.2)
+        >>> ds.set_epoch(3)
+        >>> ds.epoch, ds.jitter_px
+        (3, 2)
+    """
+
+    def set_augmentation(
+        self,
+        *,
+        augment: bool = False,
+        jitter_px: int = 3,
+        gain_jitter: float = 0.0,
+        haze_jitter: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """Check and keep the settings (see :func:`draw`); the epoch starts at 0.
+
+        Raises:
+            InputDataError: a negative or fractional ``jitter_px``, ``gain_jitter`` outside
+                [0, 1) or ``haze_jitter`` outside [0, 1].
+        """
+        import torch
+
+        from geobind.errors import InputDataError
+
+        if int(jitter_px) != jitter_px or jitter_px < 0:
+            raise InputDataError(f"jitter_px must be a whole number ≥ 0; got {jitter_px!r}")
+        if not (0 <= gain_jitter < 1 and 0 <= haze_jitter <= 1):
+            raise InputDataError(
+                f"gain_jitter must be in [0, 1) and haze_jitter in [0, 1]; got {gain_jitter!r}, "
+                f"{haze_jitter!r}"
+            )
+        self.augment, self.jitter_px, self.seed = bool(augment), int(jitter_px), int(seed)
+        self.gain_jitter, self.haze_jitter = float(gain_jitter), float(haze_jitter)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the augmentation draws belong to."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch for the augmentation draws (reaches running DataLoader workers; no
+        effect without ``augment``)."""
+        self._epoch.fill_(int(epoch))
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ class _SceneRaster(RasterDataset):
         return {**self.__dict__, "_handles": {}}
 
 
-class PairedChips(Dataset):
+class PairedChips(_augment.Augmented, Dataset):
     """Chips centred on points, read from one or more GeoTIFF scenes through torchgeo.
 
     Each point is assigned to the first scene that holds its whole chip; points whose chip lies
@@ -334,13 +334,13 @@ class PairedChips(Dataset):
             raise InputDataError(f"bands must be 1-based band numbers; got {bands}")
         if not 0.0 <= nodata_fraction <= 1.0:
             raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
-        if int(jitter_px) != jitter_px or jitter_px < 0:
-            raise InputDataError(f"jitter_px must be a whole number ≥ 0; got {jitter_px!r}")
-        if not (0 <= gain_jitter < 1 and 0 <= haze_jitter <= 1):
-            raise InputDataError(
-                f"gain_jitter must be in [0, 1) and haze_jitter in [0, 1]; got {gain_jitter!r}, "
-                f"{haze_jitter!r}"
-            )
+        self.set_augmentation(
+            augment=augment,
+            jitter_px=jitter_px,
+            gain_jitter=gain_jitter,
+            haze_jitter=haze_jitter,
+            seed=seed,
+        )
         if not isinstance(points, gpd.GeoDataFrame):
             raise InputDataError(
                 f"points must be a GeoDataFrame; got {type(points).__name__}. Read a manifest "
@@ -354,12 +354,6 @@ class PairedChips(Dataset):
         self.chip_size, self.out_size, self.gsd = chip_size, out_size, gsd
         self.bands, self.scale = bands, scale
         self.nodata_fraction = float(nodata_fraction)
-        self.augment = bool(augment)
-        self.jitter_px = int(jitter_px)
-        self.gain_jitter, self.haze_jitter = float(gain_jitter), float(haze_jitter)
-        self.seed = int(seed)
-        # shared memory, so set_epoch reaches DataLoader workers that are already running
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
         infos = [open_scene(p, bands) for p in paths]
         self.scenes = [s.path for s in infos]
@@ -420,26 +414,6 @@ class PairedChips(Dataset):
                     origin=scene.origin,
                 )
             )
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the augmentation draws belong to."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch for the augmentation draws (no effect without ``augment``).
-
-        Example:
-            >>> import geopandas as gpd, numpy as np
-            >>> tif = GeoBox.from_origin(0, 8, 1, (8, 8), "EPSG:32633").write_geotiff(
-            ...     getfixture("tmp_path") / "e.tif", np.ones((1, 8, 8), np.uint8))
-            >>> pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy([4], [4]), crs="EPSG:32633")
-            >>> ds = PairedChips(tif, pts, chip_size=2, bands=[1], augment=True, jitter_px=1)
-            >>> ds.set_epoch(3)
-            >>> ds.epoch
-            3
-        """
-        self._epoch.fill_(int(epoch))
 
     def query(self, i: int) -> GeoSlice:
         """The torchgeo query item ``i`` reads now (with this epoch's jitter when ``augment``).

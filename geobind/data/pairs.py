@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geobind.data.augment import Augmented
 from geobind.errors import InputDataError
 
 __all__ = ["FORMATS", "PairSampler", "Pairs", "detect_format", "open_pairs"]
@@ -508,7 +509,7 @@ class PairSampler:
         return sum(len(g) for g in self._groups)
 
 
-class PairChips:
+class PairChips(Augmented):
     """The overhead half of a :class:`Pairs` as satellite chips, like
     :class:`~geobind.data.datasets.PairedChips` for scenes.
 
@@ -559,25 +560,17 @@ class PairChips:
         self.crop = footprint_pixels(chip_size, model_gsd, pairs.gsd) if pairs.gsd else None
         self.out_size = int(out_size or chip_size)
         self.bands, self.scale = [int(b) for b in bands], scale
-        self.augment, self.jitter_px, self.seed = bool(augment), int(jitter_px), int(seed)
-        self.gain_jitter, self.haze_jitter = float(gain_jitter), float(haze_jitter)
-        import torch
-
-        # shared memory, so set_epoch reaches DataLoader workers that are already running
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.set_augmentation(
+            augment=augment,
+            jitter_px=jitter_px,
+            gain_jitter=gain_jitter,
+            haze_jitter=haze_jitter,
+            seed=seed,
+        )
         self.points = pairs.points()
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the augmentation draws belong to."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch for the augmentation draws (reaches running DataLoader workers)."""
-        self._epoch.fill_(int(epoch))
 
     def _crop(self, image: np.ndarray, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
         h, w = image.shape[1:]
