@@ -102,13 +102,6 @@ def _group_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def _source_paths(sources: Any, storage_options: Any = None) -> list[Any]:
-    """The sources as :class:`~geobind.sources.Source` (paths, URLs, STAC items), each once."""
-    from geobind.sources import resolve_sources
-
-    return resolve_sources(sources, storage_options)
-
-
 def _resolve(model: Any, stored: dict[str, Any] | None) -> Any:
     """``model``, else the store's own model, else :func:`geobind.use_model`'s default."""
     from geobind.inference.context import resolve_model

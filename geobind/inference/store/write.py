@@ -36,7 +36,6 @@ from geobind.inference.store.metadata import (
     _resolve,
     _root_settings,
     _same_model,
-    _source_paths,
     _store_bytes,
     _write_root,
 )
@@ -49,6 +48,7 @@ from geobind.inference.store.tiles import (
     _Scene,
     _TileJob,
 )
+from geobind.sources import resolve_sources
 
 __all__ = ["StoreSummary", "embed_to_zarr"]
 
@@ -278,7 +278,7 @@ def embed_to_zarr(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    paths = _source_paths(sources, storage_options)
+    resolved = resolve_sources(sources, storage_options)  # paths, URLs, STAC items: each once
     root = store_location(store, storage_options)
     if dtype not in DTYPES:
         raise InputDataError(f"dtype must be one of {DTYPES}; got {dtype!r}")
@@ -311,7 +311,7 @@ def embed_to_zarr(
                 "bands": None if bands is None else [int(b) for b in bands],
                 "gsd": gsd,
             }
-            summary = _finished(root, stored, paths, model, asked)
+            summary = _finished(root, stored, resolved, model, asked)
             if summary is not None:  # rerun of a finished job: no model to load
                 summary.seconds = time.perf_counter() - start
                 summary.store_bytes = _store_bytes(root)
@@ -333,7 +333,7 @@ def embed_to_zarr(
             if stored is not None:
                 _check_compatible(root, stored, settings, model)
             groups = dict(stored.get("groups", {})) if stored else {}
-            scenes = _plan_scenes(paths, model, settings, groups, bands)
+            scenes = _plan_scenes(resolved, model, settings, groups, bands)
             _remove_partials(root)
             _write_root(root, settings, groups)  # first, so a job dying next can be rerun
             for scene in scenes:
