@@ -106,13 +106,15 @@ def embed_pixels(
     if rows.size == 0:
         return out
     view = np.lib.stride_tricks.sliding_window_view
-    windows = view(pixels, (chip, chip), axis=(1, 2))[:, ::stride, ::stride]  # a view
+    # (rows, cols, bands, chip, chip), a view: a batch gathered from it is contiguous
+    windows = view(pixels, (chip, chip), axis=(1, 2))[:, ::stride, ::stride]
+    windows = windows.transpose(1, 2, 0, 3, 4)
     masks = None if invalid is None else view(invalid, (chip, chip))[::stride, ::stride]
     total = -(-rows.size // batch_size)
     for i in tqdm(range(0, rows.size, batch_size), total=total, disable=not progress,
                   desc="chips", unit="batch"):  # fmt: skip
         r, c = rows[i : i + batch_size], cols[i : i + batch_size]
-        x = np.moveaxis(windows[:, r, c], 0, 1)  # (batch, bands, chip, chip), a copy
+        x = windows[r, c]  # (batch, bands, chip, chip), a copy
         ok = None if masks is None else ~masks[r, c]
         vectors = encoder.embed_pixels(
             x, ok, nodata_fraction=nodata_fraction, batch_size=batch_size

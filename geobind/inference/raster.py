@@ -353,7 +353,9 @@ def embed_raster(
     arr, lay = band_pixels(raster)
     if bands is None:
         arr, bands = named_bands(arr, lay.band or "band", model[encoder])
-    grid = plan_grid(raster, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder)[1]
+    grid = model_chip_grid(
+        lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder
+    )
     attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
     if arr.chunks is None:
         full = slice(0, grid.height), slice(0, grid.width)
