@@ -26,6 +26,17 @@ random Gaussian matrix. Each size is written as a real geobind store (float16, g
 memory (faiss IVF-PQ ± float16 re-ranking, faiss IVF-PQ fast-scan, usearch HNSW int8 / float16),
 the measurement behind the choice of faiss (see :mod:`geobind.inference.index`).
 
+``--quantisation`` instead measures what storing a store's embeddings in fewer bits would cost
+(issue 22, point 3): a world's scenes embedded by ``--model`` (``--world``, default: generate the
+demo world; ``--scenes`` a subset) at ``--stride`` in float32, then each cell stored as float16,
+as int8 with a per-cell scale (``max |x| / 127``, as quantised embedding releases do), or as int8
+of ``x − m`` with a per-cell scale (``m`` the store's mean vector, stored once), read back and
+made unit again. Per variant: recall@k of the exact scan's top k against float32's (the same
+queries as above: text prompts and perturbed cells; strict and tied), and the text-query maps'
+mean AUROC against the world's land-cover truth (as :func:`geobind.inference.mapeval.map_auroc`
+scores them; the largest change of any class's AUROC beside it). A trained model shows the maps'
+cost; the presets' random weights give maps near chance.
+
 The machine has 2 cores shared with others: timings vary with their load; ratios are measured
 in the same run. 10 M × 512-d would need ~20 GB of disk for the store and the index's copy and
 a long build; ``--dims`` and ``--sizes`` choose what runs (512-d defaults to sizes ≤ 3 M,
@@ -34,6 +45,8 @@ a long build; ``--dims`` and ``--sizes`` choose what runs (512-d defaults to siz
     python benchmarks/search.py [--store DIR] [--model demo] [--stride 8] [--sizes 1e6,3e6,1e7]
                                 [--dims 128,512] [--max-512 3e6] [--queries 50] [--k 100]
                                 [--exact-queries 5] [--libraries] [--quick] [--keep DIR]
+    python benchmarks/search.py --quantisation [--model MODEL] [--world DIR]
+                                [--scenes gamma,…] [--stride 8] [--queries 50] [--k 100]
 """
 
 from __future__ import annotations
@@ -492,6 +505,104 @@ def libraries(n: int, rep: Replicator, q: np.ndarray, k: int) -> None:
         del index
 
 
+# -- storage quantisation ------------------------------------------------------------------------
+QUANTISED = ("float32", "float16", "int8 per-cell scale", "int8 of x − mean, per-cell scale")
+
+
+def quantise(x: np.ndarray, how: str, mean: np.ndarray) -> np.ndarray:
+    """Cells ``(n, d)`` as a store of ``how`` would hold them, read back as unit float32."""
+    if how == "float16":
+        x = x.astype(np.float16).astype(np.float32)
+    elif how.startswith("int8"):
+        base = mean if "mean" in how else np.zeros_like(mean)
+        r = x - base
+        scale = (np.abs(r).max(1, keepdims=True) / 127).astype(np.float32)  # one float a cell
+        q = np.round(r / np.where(scale > 0, scale, 1)).astype(np.int8)
+        x = q.astype(np.float32) * scale + base
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def quantisation(args: argparse.Namespace, tmp: Path) -> None:
+    """Recall@k and map AUROC of quantised copies of a world's embeddings (see the docs)."""
+    import rioxarray
+
+    import geobind
+    from geobind.georef import GeoBox
+    from geobind.inference.raster import embed_raster
+    from geobind.synth import generate_world, load_world
+    from geobind.training.evaluate import text_classes
+    from geobind.training.metrics import auroc
+
+    t0 = time.perf_counter()
+    world = load_world(args.world) if args.world else generate_world(tmp / "world", "demo")
+    model = geobind.load(args.model)
+    names = [c["name"] for c in world.info["classes"]]
+    text = text_classes(model, names).numpy().astype(np.float32)
+    scenes = args.scenes.split(",") if args.scenes else list(world.scenes)
+    cells, truths, neighbours, offset = [], [], [], 0
+    for name in scenes:
+        grid = embed_raster(rioxarray.open_rasterio(world.scenes[name]), model, stride=args.stride)
+        with rioxarray.open_rasterio(world.landcover[name]) as lc:
+            truth, box = lc.values[0], GeoBox.from_dataarray(lc)
+        ys, xs = np.meshgrid(grid["y"].values, grid["x"].values, indexing="ij")
+        c, r = ~box.transform * (xs.ravel(), ys.ravel())
+        r = np.clip(r.astype(int), 0, truth.shape[0] - 1)
+        c = np.clip(c.astype(int), 0, truth.shape[1] - 1)
+        d, ny, nx = grid.shape
+        flat = grid.values.reshape(d, -1).T.astype(np.float32)
+        valid = np.isfinite(flat).all(1)
+        position = np.full(ny * nx, -1, np.int64)
+        position[valid] = np.arange(valid.sum()) + offset
+        rr, cc = np.divmod(np.flatnonzero(valid), nx)
+        right = position[rr * nx + np.where(cc + 1 < nx, cc + 1, cc - 1)]
+        neighbours.append(np.where(right >= 0, right, position[rr * nx + cc]))
+        cells.append(flat[valid])
+        truths.append(truth[r, c][valid])
+        offset += int(valid.sum())
+    x = np.concatenate(cells)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.concatenate(truths)
+    mean = x.mean(0)
+    rep = Replicator(x, np.concatenate(neighbours), x.shape[1])
+    q, labels = queries(args.model, rep, args.queries)
+    is_text = np.array([label.startswith("text") for label in labels])
+    exact = q @ x.T
+    top = np.argsort(-exact, axis=1)[:, : args.k]
+    kth = np.take_along_axis(exact, top, 1)[:, -1]
+    print(
+        f"{len(x):,} cells of {', '.join(scenes)} ({args.model}, stride {args.stride}, "
+        f"{x.shape[1]}-d; mean vector norm {np.linalg.norm(mean):.2f}) embedded in "
+        f"{time.perf_counter() - t0:.0f} s; {len(q)} queries ({is_text.sum()} text), k={args.k}"
+    )
+    print(
+        f"{'stored as':<34} | bytes/cell | recall@{args.k} strict (text, cells) / tied | "
+        "map AUROC mean (max |Δ| of a class)"
+    )
+    reference = None
+    for how in QUANTISED:
+        y = quantise(x, how, mean)
+        s = q @ y.T
+        found = np.argsort(-s, axis=1)[:, : args.k]
+        strict = np.array([len(set(a) & set(b)) / args.k for a, b in zip(found, top, strict=True)])
+        tied = (np.take_along_axis(exact, found, 1) >= kth[:, None] - TIED).mean(1)
+        known = truth > 0  # cells whose land cover is known
+        sim = y[known] @ text.T
+        aurocs = np.array(
+            [
+                auroc(sim[:, j], truth[known] == j + 1)
+                for j in range(len(names))
+                if 0 < (truth[known] == j + 1).sum() < known.sum()
+            ]
+        )
+        reference = aurocs if reference is None else reference
+        size = {"float32": 4 * x.shape[1], "float16": 2 * x.shape[1]}.get(how, x.shape[1] + 4)
+        print(
+            f"{how:<34} | {size:>10} | {strict.mean():.3f} ({strict[is_text].mean():.3f}, "
+            f"{strict[~is_text].mean():.3f}) / {tied.mean():.3f} | {aurocs.mean():.4f} "
+            f"({np.abs(aurocs - reference).max():.4f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", help="A store of real embeddings (default: embed the world).")
@@ -506,7 +617,16 @@ def main() -> None:
     parser.add_argument("--libraries", action="store_true", help="Compare libraries instead.")
     parser.add_argument("--keep", help="Keep the stores in this folder.")
     parser.add_argument("--quick", action="store_true", help="Tiny world, 100 k and 300 k cells.")
+    parser.add_argument(
+        "--quantisation", action="store_true", help="Cost of float16 / int8 storage instead."
+    )
+    parser.add_argument("--world", help="--quantisation: a world folder (default: generate one).")
+    parser.add_argument("--scenes", help="--quantisation: these scenes only (a,b).")
     args = parser.parse_args()
+    if args.quantisation:
+        with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
+            quantisation(args, Path(tmp))
+        return
     if args.quick:
         args.sizes, args.queries, args.exact_queries = "1e5,3e5", 20, 3
         args.max_512 = 3e5

@@ -576,7 +576,9 @@ def query(
 
 @app.command("index")
 def index_cmd(
-    store: Annotated[str, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    store: Annotated[
+        str, typer.Argument(help="Zarr store written by `geobind embed` (a folder or s3://… URL).")
+    ],
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Build anew (other settings, a damaged index).")
     ] = False,
@@ -596,7 +598,11 @@ def index_cmd(
     train: Annotated[int | None, typer.Option(help="Vectors sampled to train the index.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Build a store's search index (kept in STORE/_index), or add the groups written since."""
+    """Build a store's search index (kept in STORE/_index), or add the groups written since.
+
+    A store in an object store (s3://, gs://, az://) gets the index as objects under _index/,
+    built in a local cache and uploaded under the store's lease; credentials and endpoint come
+    from the standard environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID …)."""
     from geobind.inference.index import build_index
 
     summary = build_index(
@@ -642,7 +648,9 @@ def _search_query(text: str, row: int | None):
 
 @app.command("search")
 def search_cmd(
-    store: Annotated[str, typer.Argument(help="Zarr store written by `geobind embed`.")],
+    store: Annotated[
+        str, typer.Argument(help="Zarr store written by `geobind embed` (a folder or s3://… URL).")
+    ],
     text: Annotated[
         str,
         typer.Argument(
@@ -673,7 +681,10 @@ def search_cmd(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the --exact scan's progress.")] = True,
 ) -> None:
-    """Find the cells of a whole store most like a query: polygons in EPSG:4326, best first."""
+    """Find the cells of a whole store most like a query: polygons in EPSG:4326, best first.
+
+    The index of a store in an object store is read from a local cache (GEOBIND_CACHE_DIR,
+    default ~/.cache/geobind): only the index files that changed are downloaded."""
     from geobind.inference.search import search
 
     hits = search(

@@ -5,13 +5,16 @@
 (:func:`geobind.search`) then reads a few thousand candidates instead of every cell. The index
 lives in the store, in ``STORE/_index/`` (no group can take that name), and is updated in place
 when :func:`~geobind.inference.store.embed_to_zarr` appends groups (or finishes tiles) to the store.
+A store in an object store (``s3://``, ``gs://``, ``az://``, ``memory://``) keeps the same files
+as objects; they are built in, and read from, a local cache
+(:mod:`geobind.inference.index_location`).
 
 **Layout**::
 
     STORE/_index/
       index.json          format, kind and settings, the store's satellite encoder hash
                           (sat_sha256), each group's number, cells, grid (shape, transform, CRS)
-                          and whether its tiles were all done; sizes and hashes of the files
+                          and whether its tiles were all done; sizes and SHA-256 of the files
       faiss.index         the faiss index (IVF-PQ codes and ids, or the vectors when flat)
       groups/<n>.cells    the flat cell index (row · width + col) of each indexed cell, in order
       groups/<n>.f32|f16  those cells' vectors (n_cells, embed_dim) in the store's dtype
@@ -56,18 +59,21 @@ memory and the re-ranking copy on disk (the split DiskANN makes).
 encoder: :class:`~geobind.errors.IndexMismatchError`; groups added since and not yet indexed:
 the same error, whose hint adds them) and a damaged one (:class:`~geobind.errors.SearchIndexError`,
 with the command that rebuilds it); it never writes to the store. Building or updating takes the
-store's one-writer lock. A new index is written next to the old one and swapped in, so a failed
-build leaves the old index (and the store) as they were.
+store's one-writer lock (an object store's lease). A new index is written next to the old one
+and swapped in (in an object store: uploaded, ``index.json`` last), so a failed build leaves the
+old index (and the store) as they were.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +83,7 @@ import numpy as np
 from geobind._hashing import sha256_file
 from geobind._version import __version__
 from geobind.errors import IndexMismatchError, IndexNotFoundError, InputDataError
+from geobind.inference.index_location import IndexLocation
 from geobind.inference.index_open import (
     _COPIES,
     _GROUP_SHIFT,
@@ -87,9 +94,11 @@ from geobind.inference.index_open import (
     _check_model,
     _copy_dtype,
     _faiss,
+    _fetch,
     _folder,
     _group_arrays,
     _group_state,
+    _index_files,
     _load_meta,
     _no_index,
     _quantizer_ef,
@@ -225,7 +234,7 @@ def _factory(params: dict[str, Any], dtype: str = "float16") -> str:
 class IndexSummary:
     """What :func:`build_index` or :func:`update_index` did."""
 
-    store: Path
+    store: Path | str  # a folder, or an object store URL
     kind: str
     params: dict[str, Any]
     cells: int
@@ -259,11 +268,11 @@ class IndexSummary:
 # -- reading the store -----------------------------------------------------------------------------
 
 
-def _georef(root: Path, name: str) -> dict[str, Any]:
+def _georef(root: IndexLocation, name: str) -> dict[str, Any]:
     """A group's grid: shape, transform (6 numbers) and CRS (WKT)."""
     from geobind.inference.store.read import open_store
 
-    grid = open_store(root, group=name)
+    grid = open_store(root.store, group=name)
     t = grid.rio.transform(recalc=True)
     return {
         "shape": [int(grid.sizes["y"]), int(grid.sizes["x"])],
@@ -272,7 +281,7 @@ def _georef(root: Path, name: str) -> dict[str, Any]:
     }
 
 
-def _embed_dim(root: Path, names: list[str]) -> int:
+def _embed_dim(root: IndexLocation, names: list[str]) -> int:
     """The store's embedding length, from its first group's array."""
     import zarr
 
@@ -280,18 +289,18 @@ def _embed_dim(root: Path, names: list[str]) -> int:
 
     if not names:
         raise InputDataError(f"store {root} has no group to index")
-    with _quiet():
-        return int(zarr.open_array(root, path=f"{names[0]}/embedding", mode="r").shape[0])
+    with _quiet(), root.store.errors("read"):
+        return int(zarr.open_array(root.zarr, path=f"{names[0]}/embedding", mode="r").shape[0])
 
 
-def _read_group(root: Path, name: str, dim: int, dtype: str = "float16"):
+def _read_group(root: IndexLocation, name: str, dim: int, dtype: str = "float16"):
     """``(flat cell indices, vectors as dtype)`` of a group's valid cells, chunk by chunk."""
     import zarr
 
     from geobind.inference.store.metadata import _quiet
 
     with _quiet():
-        emb = zarr.open_array(root, path=f"{name}/embedding", mode="r")
+        emb = zarr.open_array(root.zarr, path=f"{name}/embedding", mode="r")
     _, ny, nx = emb.shape
     _, cy, cx = emb.chunks
     for r0 in range(0, ny, cy):
@@ -318,26 +327,40 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _write_group_files(
     folder: Path, number: int, chunks, dtype: str = "float16"
-) -> tuple[int, int]:
+) -> tuple[int, int, dict[str, dict[str, Any]]]:
     """Write a group's ``.cells`` and re-ranking copy (``.f16`` or ``.f32``) files; returns
-    ``(cells, dim)``."""
+    ``(cells, dim, files)``, ``files`` the bytes and SHA-256 of each (by name in the index)."""
     (folder / "groups").mkdir(parents=True, exist_ok=True)
     suffix, code = _COPIES[dtype]
-    n, dim = 0, 0
-    with (
-        open(folder / "groups" / f"{number}.cells", "wb") as fc,
-        open(folder / "groups" / f"{number}.{suffix}", "wb") as fv,
-    ):
+    names = (f"groups/{number}.cells", f"groups/{number}.{suffix}")
+    hashes = [hashlib.sha256(), hashlib.sha256()]
+    n, dim, size = 0, 0, [0, 0]
+    # written aside, then swapped in: a search may have the old files memory-mapped
+    tmp = [folder / f"{name}.tmp" for name in names]
+    with open(tmp[0], "wb") as fc, open(tmp[1], "wb") as fv:
         for cells, vectors in chunks:
-            fc.write(cells.astype("<i8").tobytes())
-            fv.write(vectors.astype(code).tobytes())
+            for i, (out, data) in enumerate(
+                ((fc, cells.astype("<i8").tobytes()), (fv, vectors.astype(code).tobytes()))
+            ):
+                out.write(data)
+                hashes[i].update(data)
+                size[i] += len(data)
             n += len(cells)
             dim = vectors.shape[1]
-    return n, dim
+    for path, name in zip(tmp, names, strict=True):
+        os.replace(path, folder / name)
+    files = {
+        name: {"bytes": b, "sha256": h.hexdigest()}
+        for name, b, h in zip(names, size, hashes, strict=True)
+    }
+    return n, dim, files
 
 
-def _disk_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def _disk_bytes(meta: dict[str, Any]) -> int:
+    """Bytes of an index's files (faiss.index, the cell lists and the re-ranking copy)."""
+    width = np.dtype(_COPIES[_copy_dtype(meta)][1]).itemsize * int(meta["embed_dim"])
+    cells = sum(g["cells"] for g in meta["groups"].values())
+    return int(meta["files"]["faiss.index"]["bytes"]) + cells * (8 + width)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -388,28 +411,32 @@ def _save(index: Any, folder: Path, meta: dict[str, Any]) -> None:
     tmp = folder / "faiss.index.tmp"
     faiss.write_index(index, str(tmp))
     os.replace(tmp, folder / "faiss.index")
-    meta["files"] = {
-        "faiss.index": {
-            "bytes": (folder / "faiss.index").stat().st_size,
-            "sha256": sha256_file(folder / "faiss.index"),
-        }
+    meta.setdefault("files", {})["faiss.index"] = {
+        "bytes": (folder / "faiss.index").stat().st_size,
+        "sha256": sha256_file(folder / "faiss.index"),
     }
     meta["memory_bytes"] = _memory_bytes(index)
     meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_json(folder / "index.json", meta)
 
 
-def _index_groups(root: Path, folder: Path, names: list[str], meta: dict, progress: bool) -> None:
+def _index_groups(
+    root: IndexLocation, folder: Path, names: list[str], meta: dict, progress: bool
+) -> None:
     """Copy the named groups' valid cells into the index folder and record them in ``meta``."""
     from tqdm.auto import tqdm
 
     dim = meta["embed_dim"]
-    for name in tqdm(names, desc=f"reading → {root.name}/{INDEX_DIR}", disable=not progress):
+    desc = f"reading → {root.store.name}/{INDEX_DIR}"
+    for name in tqdm(names, desc=desc, disable=not progress):
         old = meta["groups"].get(name)
         number = old["number"] if old else meta["next_number"]
         state = _group_state(root, name)
         dtype = _copy_dtype(meta)
-        cells, _ = _write_group_files(folder, number, _read_group(root, name, dim, dtype), dtype)
+        with root.store.errors("read"):
+            chunks = _read_group(root, name, dim, dtype)
+            cells, _, files = _write_group_files(folder, number, chunks, dtype)
+        meta.setdefault("files", {}).update(files)
         meta["groups"][name] = {
             "number": number,
             "cells": cells,
@@ -422,13 +449,14 @@ def _index_groups(root: Path, folder: Path, names: list[str], meta: dict, progre
             meta["next_number"] = number + 1
 
 
-def _build(root: Path, settings: dict, params: dict, progress: bool) -> IndexSummary:
-    """Build a new index in ``_index.new``, then swap it in."""
+def _build(
+    root: IndexLocation, settings: dict, params: dict, progress: bool, lease: Any = None
+) -> IndexSummary:
+    """Build a new index in ``_index.new`` (an object store's: in the cache, then uploaded),
+    then swap it in."""
     faiss = _faiss()
     start = time.perf_counter()
-    folder = root / (INDEX_DIR + ".new")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
+    folder = root.staging()
     try:
         meta = _new_meta(settings, params)
         names = list(settings["groups"])
@@ -471,16 +499,16 @@ def _build(root: Path, settings: dict, params: dict, progress: bool) -> IndexSum
             _add_group(index, folder, g, meta)
         timings["add"] = time.perf_counter() - t0
         _save(index, folder, meta)
+        if lease is not None:
+            lease.check()  # another job took the store over: upload nothing
+        t0 = time.perf_counter()
+        root.publish(folder, [*_index_files(meta), "index.json"], replace=True)
+        if root.remote:
+            timings["upload"] = time.perf_counter() - t0
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    old = _folder(root)
-    trash = root / (INDEX_DIR + ".old")
-    shutil.rmtree(trash, ignore_errors=True)
-    if old.exists():
-        os.replace(old, trash)
-    os.replace(folder, old)
-    shutil.rmtree(trash, ignore_errors=True)
+    root.install(folder)
     _OPEN.clear()
     return _summary(root, meta, list(meta["groups"]), time.perf_counter() - start, timings)
 
@@ -505,10 +533,12 @@ def _new_meta(settings: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _summary(root: Path, meta: dict, added: list[str], seconds: float, timings) -> IndexSummary:
+def _summary(
+    root: IndexLocation, meta: dict, added: list[str], seconds: float, timings
+) -> IndexSummary:
     cells = sum(g["cells"] for g in meta["groups"].values())
     return IndexSummary(
-        store=root,
+        store=root.store.path if root.store.local else root.store.url,
         kind=meta["params"]["kind"],
         params=meta["params"],
         cells=cells,
@@ -516,17 +546,19 @@ def _summary(root: Path, meta: dict, added: list[str], seconds: float, timings) 
         added=added,
         seconds=seconds,
         memory_bytes=int(meta["memory_bytes"]),
-        disk_bytes=_disk_bytes(_folder(root)),
+        disk_bytes=_disk_bytes(meta),
         grid_bytes=cells * meta["embed_dim"] * 2,
         timings=timings,
     )
 
 
-def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> IndexSummary | None:
+def _refresh(
+    root: IndexLocation, settings: dict[str, Any], progress: bool = False, lease: Any = None
+) -> IndexSummary | None:
     """Index the groups an existing index lacks (the caller holds the store's lock); ``None``
     when the store has no index."""
     folder = _folder(root)
-    if not (folder / "index.json").exists():
+    if root.load() is None:  # index.json (into the cache, for an object store)
         return None
     start = time.perf_counter()
     meta = _load_meta(root)
@@ -540,7 +572,20 @@ def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> In
         )
     if not stale:
         return _summary(root, meta, [], time.perf_counter() - start, {})
+    _fetch(root, meta, ["faiss.index"])  # the other groups' files are not needed
     index = _read_index(root, meta)
+    # the files this update rewrites: the cache no longer holds the store's copy of them
+    numbers, following = [], meta["next_number"]
+    for name in stale:
+        if name in meta["groups"]:
+            numbers.append(meta["groups"][name]["number"])
+        else:
+            numbers.append(following)
+            following += 1
+    suffix = _COPIES[_copy_dtype(meta)][0]
+    changed = [f"groups/{n}.{end}" for n in numbers for end in ("cells", suffix)]
+    changed += ["faiss.index", "index.json"]
+    root.forget(changed)
     meta["store_groups"] = settings["groups"]
     for name in stale:
         if name in meta["groups"]:
@@ -553,6 +598,12 @@ def _refresh(root: Path, settings: dict[str, Any], progress: bool = False) -> In
         _add_group(index, folder, meta["groups"][name], meta)
     timings["add"] = time.perf_counter() - t0
     _save(index, folder, meta)
+    if lease is not None:
+        lease.check()
+    t0 = time.perf_counter()
+    root.publish(folder, changed)
+    if root.remote:
+        timings["upload"] = time.perf_counter() - t0
     _OPEN.clear()
     cells = sum(g["cells"] for g in meta["groups"].values())
     params = meta["params"]
@@ -581,6 +632,7 @@ def build_index(
     train: int | None = None,
     rebuild: bool = False,
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> IndexSummary:
     """Build (or bring up to date) a store's search index, kept in ``STORE/_index/``.
 
@@ -591,8 +643,13 @@ def build_index(
     to a store that has an index. Settings left out are sized from the number of cells by
     :func:`index_params`.
 
+    A store in an object store (``s3://bucket/x.zarr``, ``gs://…``, ``az://…``) gets the same
+    files as objects under ``_index/``: they are built in a local cache, then uploaded, under
+    the store's lease (:mod:`geobind.inference.index_location`).
+
     Args:
-        store: a store written by :func:`~geobind.inference.store.embed_to_zarr`.
+        store: a store written by :func:`~geobind.inference.store.embed_to_zarr`: a folder or
+            an object store URL.
         kind: ``"auto"``, ``"flat"`` (exact; every vector in the store's dtype) or ``"ivfpq"``.
         nlist: inverted lists (IVF-PQ).
         pq: bytes per product-quantised code; must divide ``embed_dim``.
@@ -602,6 +659,8 @@ def build_index(
         train: vectors sampled to train the centroids and codebooks.
         rebuild: build anew even when an index exists (e.g. a damaged one).
         progress: show progress bars.
+        storage_options: credentials and endpoint of a store URL (default: the standard
+            environment, ``AWS_ENDPOINT_URL`` …).
 
     Returns:
         An :class:`IndexSummary` (kind, settings, cells, groups added, seconds, memory).
@@ -611,6 +670,7 @@ def build_index(
         IndexMismatchError: an existing index made with other settings or for another model
             (pass ``rebuild=True``).
         StoreLockedError: another job is writing the store.
+        StoreError: the object store refused (credentials, endpoint, an fsspec store).
 
     Example:
         >>> import numpy as np
@@ -624,15 +684,15 @@ def build_index(
         >>> summary.kind, summary.cells, summary.groups
         ('flat', 289, ['a'])
     """
-    from geobind.inference.store.lock import _StoreLock
+    from geobind.inference.store.lease import writer_lock
 
     params = {"kind": kind, "nlist": nlist, "pq": pq, "nprobe": nprobe, "rerank": rerank}
     params["train"] = train
     index_params(FLAT_BELOW, 64 if pq is None else pq * 4, **params)  # validates early
-    root, settings = _store_root(store)
-    with _StoreLock(root):
-        meta_path = _folder(root) / "index.json"
-        if not rebuild and meta_path.exists():
+    root, settings = _store_root(store, storage_options)
+    root.store.check_writable()
+    with root.store.errors("write the search index of"), writer_lock(root.store) as lease:
+        if not rebuild and root.load() is not None:
             meta = _load_meta(root)
             _check_model(root, settings, meta)
             asked = {k: v for k, v in params.items() if v is not None and v != "auto"}
@@ -647,14 +707,22 @@ def build_index(
                     + ", ".join(f"{k}={v!r}" for k, v in differ.items())
                     + ". Pass rebuild=True (--rebuild) to build it anew with them"
                 )
-            summary = _refresh(root, settings, progress)
+            summary = _refresh(root, settings, progress, lease)
             if summary is not None:  # None: the index went away meanwhile
                 return summary
-        return _build(root, settings, params, progress)
+        return _build(root, settings, params, progress, lease)
 
 
-def update_index(store: str | os.PathLike, *, progress: bool = False) -> IndexSummary:
+def update_index(
+    store: str | os.PathLike,
+    *,
+    progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> IndexSummary:
     """Index the groups added to a store (or tiles finished) since its index was built.
+
+    ``store``: a folder or an object store URL (``storage_options``: its credentials and
+    endpoint, as for :func:`build_index`).
 
     Raises:
         IndexNotFoundError: the store has no index (build one with :func:`build_index`).
@@ -666,23 +734,26 @@ def update_index(store: str | os.PathLike, *, progress: bool = False) -> IndexSu
         ...
         geobind.errors.InputDataError: store ... does not exist (no zarr.json there)
     """
-    from geobind.inference.store.lock import _StoreLock
+    from geobind.inference.store.lease import writer_lock
 
-    root, settings = _store_root(store)
-    with _StoreLock(root):
-        summary = _refresh(root, settings, progress)
+    root, settings = _store_root(store, storage_options)
+    root.store.check_writable()
+    with root.store.errors("write the search index of"), writer_lock(root.store) as lease:
+        summary = _refresh(root, settings, progress, lease)
     if summary is None:
         raise IndexNotFoundError(_no_index(root))
     return summary
 
 
-def refresh_after_write(root: Path) -> None:
-    """Bring the index of a store just written up to date (the writer holds the lock); does
-    nothing without an index. A failure is logged, never raised: the store itself is fine, and a
-    search names the fix."""
-    if not (_folder(root) / "index.json").exists():
-        return
+def refresh_after_write(store: Any) -> None:
+    """Bring the index of a store just written (a folder, URL or
+    :class:`~geobind.inference.store.location.StoreLocation`) up to date; the writer holds the
+    store's lock or lease. Does nothing without an index. A failure is logged, never raised: the
+    store itself is fine, and a search names the fix."""
+    root = IndexLocation(store)
     try:
+        if root.token() is None:
+            return
         _, settings = _store_root(root)
         summary = _refresh(root, settings)
         if summary is not None and summary.added:

@@ -1,6 +1,7 @@
 """Opening a store's search index: the checks that it matches its store, and the search itself.
 
-:func:`open_index` reads ``STORE/_index`` (:mod:`geobind.inference.index` builds it), refuses
+:func:`open_index` reads ``STORE/_index`` (:mod:`geobind.inference.index` builds it; for a store
+in an object store, through the local cache of :mod:`geobind.inference.index_location`), refuses
 it when it no longer matches the store or is damaged (each refusal names the command that fixes
 it), and returns a :class:`StoreIndex`, which searches vectors and maps ids back to cells.
 Opened indexes are kept for the process and reopened when the index or the store changes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,10 @@ from geobind.errors import (
     MissingDependencyError,
     SearchIndexError,
 )
+from geobind.inference.index_location import INDEX_DIR, IndexLocation
 
 __all__ = ["INDEX_DIR", "StoreIndex", "open_index"]
 
-INDEX_DIR = "_index"  # group names never start with "_" (metadata._group_name)
 INDEX_FORMAT = "geobind-index/1"
 _GROUP_SHIFT = 40  # id = group number · 2⁴⁰ + position: 2⁴⁰ cells a group, 2²³ groups
 
@@ -42,44 +44,41 @@ def _faiss() -> Any:
     return faiss
 
 
-def _rebuild_hint(root: Path) -> str:
+def _rebuild_hint(root: Any) -> str:
     return (
         f"rebuild it with `geobind index {root} --rebuild` (or "
         "geobind.build_index(..., rebuild=True))"
     )
 
 
-def _store_root(store: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The store's folder and root settings; refuses what is not a geobind store."""
-    from geobind.inference.store.location import is_url
-    from geobind.inference.store.read import store_groups
+def _store_root(
+    store: Any, storage_options: Mapping[str, Any] | None = None
+) -> tuple[IndexLocation, dict[str, Any]]:
+    """The store's index location and root settings; refuses what is not a geobind store.
 
-    if is_url(store):
-        raise InputDataError(
-            f"search indexes are kept with stores in local folders only; {store} is an object "
-            "store. Copy it to a folder (e.g. aws s3 sync) and index that"
-        )
-    root = Path(store).expanduser().resolve()
-    store_groups(root)  # the store's own checks and messages
-    attrs = json.loads((root / "zarr.json").read_text())["attributes"]["geobind"]
-    return root, attrs
+    ``store`` may be an :class:`IndexLocation` already read (its settings are reused)."""
+    if isinstance(store, IndexLocation) and getattr(store, "root_settings", None) is not None:
+        return store, store.root_settings
+    place = store if isinstance(store, IndexLocation) else IndexLocation(store, storage_options)
+    place.root_settings, place.root_token = place.settings()
+    return place, place.root_settings
 
 
-def _group_state(root: Path, name: str) -> dict[str, Any]:
+def _group_state(root: IndexLocation, name: str) -> dict[str, Any]:
     """A group's tile state: ``done`` tiles, ``tiles`` in all, tiles that ``failed``."""
     import zarr
 
     from geobind.inference.store.metadata import _quiet
 
-    with _quiet():
-        node = zarr.open_group(root, path=f"{name}/tiles", mode="r", use_consolidated=False)
+    with _quiet(), root.store.errors("read"):
+        node = zarr.open_group(root.zarr, path=f"{name}/tiles", mode="r", use_consolidated=False)
         done = node["done"][...]
     failed = len(node.attrs.get("failed", []))
     return {"done": int((done == 1).sum()), "tiles": int(done.size), "failed": failed}
 
 
-def _folder(root: Path) -> Path:
-    return root / INDEX_DIR
+def _folder(root: IndexLocation) -> Path:
+    return root.folder
 
 
 _COPIES = {"float16": ("f16", "<f2"), "float32": ("f32", "<f4")}  # re-ranking copy: suffix, dtype
@@ -126,7 +125,7 @@ def _quantizer_ef(index: Any, nprobe: int) -> None:
         quantizer.hnsw.efSearch = max(64, 2 * int(nprobe))
 
 
-def _stale_groups(root: Path, settings: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+def _stale_groups(root: IndexLocation, settings: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """Store groups the index lacks, or whose tiles changed since they were indexed."""
     stale = []
     for name, g in settings["groups"].items():
@@ -137,14 +136,14 @@ def _stale_groups(root: Path, settings: dict[str, Any], meta: dict[str, Any]) ->
     return stale
 
 
-def _no_index(root: Path) -> str:
+def _no_index(root: Any) -> str:
     return (
         f"store {root} has no search index; build one with `geobind index {root}` (or "
         "geobind.build_index(store)), or search every cell with exact=True (--exact)"
     )
 
 
-def _load_meta(root: Path) -> dict[str, Any]:
+def _load_meta(root: IndexLocation) -> dict[str, Any]:
     path = _folder(root) / "index.json"
     if not path.exists():
         raise IndexNotFoundError(_no_index(root))
@@ -155,6 +154,8 @@ def _load_meta(root: Path) -> dict[str, Any]:
         missing = {"params", "groups", "sat_sha256", "embed_dim", "files"} - set(meta)
         if missing:
             raise KeyError(", ".join(sorted(missing)))
+        if "faiss.index" not in meta["files"]:
+            raise KeyError("files/faiss.index")
     except (ValueError, KeyError, TypeError) as err:
         raise SearchIndexError(
             f"the search index of {root} is damaged ({path.name}: {err}); " + _rebuild_hint(root)
@@ -162,7 +163,7 @@ def _load_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
-def _check_model(root: Path, settings: dict[str, Any], meta: dict[str, Any]) -> None:
+def _check_model(root: Any, settings: dict[str, Any], meta: dict[str, Any]) -> None:
     made = settings.get("sat_sha256") or settings.get("model_sha256")
     if meta["sat_sha256"] != made:
         raise IndexMismatchError(
@@ -172,7 +173,32 @@ def _check_model(root: Path, settings: dict[str, Any], meta: dict[str, Any]) -> 
         )
 
 
-def _read_index(root: Path, meta: dict[str, Any]) -> Any:
+def _index_files(meta: dict[str, Any]) -> dict[str, str | None]:
+    """The files of an index, ``{name: sha256}`` (``None`` where older indexes recorded none)."""
+    suffix = _COPIES[_copy_dtype(meta)][0]
+    files = {"faiss.index": meta["files"]["faiss.index"]["sha256"]}
+    for g in meta["groups"].values():
+        for name in (f"groups/{g['number']}.cells", f"groups/{g['number']}.{suffix}"):
+            files[name] = meta["files"].get(name, {}).get("sha256")
+    return files
+
+
+def _fetch(root: IndexLocation, meta: dict[str, Any], names: Any = None) -> None:
+    """Bring an index's files (or the ``names`` of them) into its local folder; refuses those
+    that do not match the hashes ``index.json`` recorded."""
+    files = _index_files(meta)
+    if names is not None:
+        files = {name: files.get(name) for name in names}
+    bad = root.sync(files)
+    if bad:
+        raise SearchIndexError(
+            f"the search index of {root} is damaged ({', '.join(bad)} in the store do not match "
+            "the hashes recorded when they were written: damaged, or being rewritten by a build "
+            "that is not finished); " + _rebuild_hint(root)
+        )
+
+
+def _read_index(root: IndexLocation, meta: dict[str, Any]) -> Any:
     """The faiss index, after checking its size and hash against ``index.json``."""
     faiss = _faiss()
     path = _folder(root) / "faiss.index"
@@ -200,7 +226,7 @@ class StoreIndex:
     Get one with :func:`open_index`.
     """
 
-    def __init__(self, root: Path, meta: dict[str, Any], index: Any):
+    def __init__(self, root: IndexLocation, meta: dict[str, Any], index: Any):
         self.root, self.meta, self.index = root, meta, index
         self.params = meta["params"]
         self.embed_dim = int(meta["embed_dim"])
@@ -339,10 +365,16 @@ class StoreIndex:
         return int(self.meta["memory_bytes"])
 
 
-def open_index(store: str | os.PathLike) -> StoreIndex:
+def open_index(
+    store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None
+) -> StoreIndex:
     """Open a store's search index, after checking that it matches the store.
 
     Opened indexes are kept for the process (reopened when the index or the store changes).
+    The index of a store in an object store (``s3://…``) is read from a local cache, where only
+    the files that changed since the last search are downloaded
+    (:mod:`geobind.inference.index_location`); ``storage_options``: its credentials and
+    endpoint (default: the standard environment, ``AWS_ENDPOINT_URL`` …).
 
     Raises:
         IndexNotFoundError: the store has no index.
@@ -355,12 +387,19 @@ def open_index(store: str | os.PathLike) -> StoreIndex:
         ...
         geobind.errors.InputDataError: store ... does not exist (no zarr.json there)
     """
-    root, settings = _store_root(store)
-    meta_path = _folder(root) / "index.json"
-    if not meta_path.exists():
+    root, settings = _store_root(store, storage_options)
+    token = root.token()
+    if token is None:
         raise IndexNotFoundError(_no_index(root))
-    stamp = (root, meta_path.stat().st_mtime_ns, (root / "zarr.json").stat().st_mtime_ns)
-    meta = _load_meta(root)
+    stamp = (str(root), token, root.root_token)
+    if stamp in _OPEN:
+        meta = _OPEN[stamp].meta
+    else:
+        token = root.load()  # index.json into the cache (an object store's index)
+        if token is None:
+            raise IndexNotFoundError(_no_index(root))
+        stamp = (str(root), token, root.root_token)
+        meta = _load_meta(root)
     _check_model(root, settings, meta)
     stale = _stale_groups(root, settings, meta)
     if stale:
@@ -375,7 +414,8 @@ def open_index(store: str | os.PathLike) -> StoreIndex:
             + _rebuild_hint(root)
         )
     if stamp not in _OPEN:
-        for key in [key for key in _OPEN if key[0] == root]:
+        _fetch(root, meta)  # an object store's index files into the cache (those that changed)
+        for key in [key for key in _OPEN if key[0] == str(root)]:
             del _OPEN[key]
         _OPEN[stamp] = StoreIndex(root, meta, _read_index(root, meta))
     return _OPEN[stamp]

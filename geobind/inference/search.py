@@ -10,12 +10,15 @@ if there is one). The exact scan is the truth the index is measured against
 Groups of one store may be in different CRSs (UTM zones across a continent), so hits are
 returned as cell polygons in EPSG:4326, each with its group, row, column, and its polygon in
 its own CRS (``cell_wkt``, ``cell_crs``).
+
+Stores in object stores (``s3://…``) are searched as local ones are: the exact scan reads their
+chunks, and the index is read from a local cache (:mod:`geobind.inference.index_location`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -58,7 +61,7 @@ def _geometries(query: Any) -> Any:
     return gpd.GeoSeries([geoms.union_all()], crs=geoms.crs)
 
 
-def _geometry_vector(root: Path, names: Sequence[str], query: Any) -> np.ndarray:
+def _geometry_vector(root: Any, names: Sequence[str], query: Any) -> np.ndarray:
     """The unit mean embedding of the cells a geometry covers, over every group it touches."""
     import shapely
 
@@ -68,7 +71,7 @@ def _geometry_vector(root: Path, names: Sequence[str], query: Any) -> np.ndarray
     geoms = _geometries(query)
     values, weights = [], []
     for name in names:
-        grid = open_store(root, group=name)
+        grid = open_store(root.store, group=name)
         local = geoms.to_crs(grid.rio.crs).values
         if not np.isfinite(shapely.bounds(local)).all():
             continue  # outside the CRS's area of use
@@ -89,7 +92,7 @@ def _geometry_vector(root: Path, names: Sequence[str], query: Any) -> np.ndarray
     return mean
 
 
-def _query_vectors(root: Path, settings: dict, names, query, model, kinds, templates):
+def _query_vectors(root: Any, settings: dict, names, query, model, kinds, templates):
     """``(vectors (1, D), label)`` of a query over a store."""
     from geobind.inference.provenance import check_same_sat
     from geobind.inference.query import embed_query
@@ -105,7 +108,7 @@ def _query_vectors(root: Path, settings: dict, names, query, model, kinds, templ
         from geobind.inference.store.metadata import _quiet
 
         with _quiet():
-            dim = zarr.open_array(root, path=f"{names[0]}/embedding", mode="r").shape[0]
+            dim = zarr.open_array(root.zarr, path=f"{names[0]}/embedding", mode="r").shape[0]
         chosen = SimpleNamespace(embed_dim=int(dim))
     else:
         chosen = _resolve(model, settings)
@@ -129,7 +132,7 @@ def _chunk_best(array: Any, r0: int, c0: int, vectors: np.ndarray, k: int):
     return best.scores, best.index
 
 
-def _exact(root: Path, names: Sequence[str], vectors: np.ndarray, k: int, progress: bool):
+def _exact(root: Any, names: Sequence[str], vectors: np.ndarray, k: int, progress: bool):
     """Score every cell: ``(scores, group positions, flat indices)`` of the best ``k``, best
     first (ties in group and row-major order)."""
     import contextlib
@@ -142,7 +145,7 @@ def _exact(root: Path, names: Sequence[str], vectors: np.ndarray, k: int, progre
     tasks, owners = [], []
     with _quiet():
         for g, name in enumerate(names):
-            array = zarr.open_array(root, path=f"{name}/embedding", mode="r")
+            array = zarr.open_array(root.zarr, path=f"{name}/embedding", mode="r")
             _, ny, nx = array.shape
             _, cy, cx = array.chunks
             for r0 in range(0, ny, cy):
@@ -154,7 +157,7 @@ def _exact(root: Path, names: Sequence[str], vectors: np.ndarray, k: int, progre
         from dask.diagnostics import ProgressBar
 
         bar = ProgressBar()
-    with bar:
+    with bar, root.store.errors("read"):
         parts = dask.compute(*tasks)
     scores = np.concatenate([s for s, _ in parts] or [np.empty(0, np.float32)])
     flat = np.concatenate([i for _, i in parts] or [np.empty(0, np.int64)])
@@ -177,9 +180,11 @@ def search_vectors(
     nprobe: int | None = None,
     rerank: int | None = None,
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
     """The ``k`` best cells of a store for one unit query vector: ``(scores, groups, rows, cols)``,
     best first. The core of :func:`search`, without the query embedding or the polygons.
+    ``store``: a folder or an object store URL (``storage_options``: its credentials).
 
     Example:
         >>> import numpy as np
@@ -198,53 +203,51 @@ def search_vectors(
 
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputDataError(f"k must be a positive integer; got {k!r}")
-    root, settings = _store_root(store)
+    root, settings = _store_root(store, storage_options)
+    index = None if exact else open_index(root)
+    return _search_vectors(root, settings, index, vectors, int(k), nprobe, rerank, progress)
+
+
+def _search_vectors(root, settings, index, vectors, k: int, nprobe, rerank, progress: bool):
+    """:func:`search_vectors` on a store already opened (``index``: ``None`` for the exact scan)."""
     q = np.ascontiguousarray(np.atleast_2d(vectors), np.float32)
     if q.shape[0] != 1:
         raise InputDataError(f"search_vectors takes one vector; got {q.shape[0]}")
-    if exact:
+    if index is None:
         names = list(settings["groups"])
-        scores, group, flat = _exact(root, names, q, int(k), progress)
+        scores, group, flat = _exact(root, names, q, k, progress)
         widths = [_width(root, name) for name in names]
         rows, cols = np.divmod(flat, np.array(widths, np.int64)[group])
         return scores, [names[g] for g in group], rows, cols
-    index = open_index(root)
-    scores, ids = index.search(q, int(k), nprobe=nprobe, rerank=rerank)
+    scores, ids = index.search(q, k, nprobe=nprobe, rerank=rerank)
     keep = ids[0] >= 0
     groups, rows, cols = index.locate(ids[0][keep])
     return scores[0][keep], groups, rows, cols
 
 
-def _width(root: Path, name: str) -> int:
+def _width(root: Any, name: str) -> int:
     import zarr
 
     from geobind.inference.store.metadata import _quiet
 
     with _quiet():
-        return int(zarr.open_array(root, path=f"{name}/embedding", mode="r").shape[2])
+        return int(zarr.open_array(root.zarr, path=f"{name}/embedding", mode="r").shape[2])
 
 
-def _georefs(root: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Each group's grid (transform, CRS), from the index when it has them, else the store."""
-    from geobind.inference.index import INDEX_DIR, _georef
+def _georefs(root: Any, names: Sequence[str], meta: dict | None) -> dict[str, dict[str, Any]]:
+    """Each group's grid (transform, CRS), from the index's ``meta`` when it has them, else
+    the store."""
+    from geobind.inference.index import _georef
 
-    out: dict[str, dict[str, Any]] = {}
-    meta_path = root / INDEX_DIR / "index.json"
-    if meta_path.exists():
-        import json
-
-        try:
-            known = json.loads(meta_path.read_text()).get("groups", {})
-        except ValueError:
-            known = {}
-        out = {name: known[name] for name in names if name in known}
+    known = (meta or {}).get("groups", {})
+    out = {name: known[name] for name in names if name in known}
     for name in names:
         if name not in out:
             out[name] = _georef(root, name)
     return out
 
 
-def _frame(root: Path, scores, groups: list[str], rows, cols) -> Any:
+def _frame(root: Any, scores, groups: list[str], rows, cols, meta: dict | None = None) -> Any:
     """Hits as a GeoDataFrame of EPSG:4326 cell polygons, with their own-CRS polygons."""
     import geopandas as gpd
     import shapely
@@ -259,7 +262,7 @@ def _frame(root: Path, scores, groups: list[str], rows, cols) -> Any:
     wkt = np.empty(n, object)
     crs_col = np.empty(n, object)
     lonlat = np.empty(n, object)
-    for name, ref in _georefs(root, list(dict.fromkeys(groups))).items():
+    for name, ref in _georefs(root, list(dict.fromkeys(groups)), meta).items():
         sel = names == name
         crs = CRS.from_wkt(ref["crs"])
         cells = cell_polygons(Affine(*ref["transform"]), rows[sel], cols[sel])
@@ -297,6 +300,7 @@ def search(
     templates: Sequence[str] | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """The ``k`` cells of a whole store most like a query, best first, as EPSG:4326 polygons.
 
@@ -310,10 +314,13 @@ def search(
     model.
 
     With the store's index (:func:`~geobind.inference.index.build_index`, ``geobind index``);
-    ``exact=True`` scores every cell instead (no index needed; chunks run as dask tasks).
+    ``exact=True`` scores every cell instead (no index needed; chunks run as dask tasks). The
+    index of a store in an object store is read from a local cache, downloading only what
+    changed since the last search (:mod:`geobind.inference.index_location`).
 
     Args:
-        store: a store written by :func:`~geobind.inference.store.embed_to_zarr`.
+        store: a store written by :func:`~geobind.inference.store.embed_to_zarr`: a folder or
+            an object store URL (``s3://bucket/x.zarr`` …).
         query: what to look for (see above).
         k: how many cells; at most the store's valid cells.
         exact: scan every cell instead of using the index.
@@ -327,6 +334,8 @@ def search(
         templates: prompt templates for text, averaged.
         out: also write the hits (``.parquet`` GeoParquet, ``.geojson``, ``.gpkg``).
         progress: show the exact scan's progress.
+        storage_options: credentials and endpoint of a store URL (default: the standard
+            environment, ``AWS_ENDPOINT_URL`` …).
 
     Returns:
         A GeoDataFrame (EPSG:4326) with ``rank``, ``score`` (cosine similarity), ``group``,
@@ -370,28 +379,26 @@ def search(
             )
         if not Path(out).expanduser().parent.is_dir():
             raise InputDataError(f"the output folder {Path(out).parent} does not exist")
-    root, settings = _store_root(store)
+    root, settings = _store_root(store, storage_options)
     names = list(settings["groups"])
+    index = None
     if not exact:  # refuse a missing or stale index before embedding the query
         from geobind.inference.index import open_index
 
-        open_index(root)
+        index = open_index(root)
     kinds = {"text": text, "audio": audio, "image": image, "vector": vector}
     vectors, label = _query_vectors(root, settings, names, query, model, kinds, templates)
-    scores, groups, rows, cols = search_vectors(
-        root, vectors, int(k), exact=exact, nprobe=nprobe, rerank=rerank, progress=progress
+    scores, groups, rows, cols = _search_vectors(
+        root, settings, index, vectors, int(k), nprobe, rerank, progress
     )
-    hits = _frame(root, scores, groups, rows, cols)
+    hits = _frame(root, scores, groups, rows, cols, None if index is None else index.meta)
     hits.attrs = {
         "query": label,
         "store": str(root),
         "exact": bool(exact),
         "seconds": time.perf_counter() - start,
     }
-    if not exact:
-        from geobind.inference.index import open_index
-
-        index = open_index(root)
+    if index is not None:
         hits.attrs["index"] = {
             **index.params,
             **({"nprobe": nprobe} if nprobe else {}),

@@ -75,9 +75,6 @@ def test_cli_embeds_to_and_queries_s3(scene, reference, s3, tmp_path, capsys):
     assert objects(s3, url) == tree(reference)
     query = ["query", url, "busy highway", "-o", str(tmp_path / "m.tif"), "--no-progress"]
     assert main(query) == 0 and (tmp_path / "m.tif").exists()
-    capsys.readouterr()
-    assert main(["index", url]) == 2  # search indexes stay with local stores
-    assert "local folders only" in capsys.readouterr().err
 
 
 def test_memory_and_file_urls(scene, reference, tmp_path):

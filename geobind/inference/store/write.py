@@ -350,10 +350,9 @@ def embed_to_zarr(
                 skipped += finished
                 total += len(pending) + finished
             summary = _run(root, jobs, model, dask_client, progress, tqdm, lease)
-            if root.local:  # search indexes are kept with local stores only
-                from geobind.inference.index import refresh_after_write
+            from geobind.inference.index import refresh_after_write
 
-                refresh_after_write(root.path)  # the index (if any) follows its groups
+            refresh_after_write(root)  # the index (if any) follows its groups
     except BaseException as err:
         if created and root.local:  # nothing of a new store was written: leave no empty folder
             with contextlib.suppress(OSError):
