@@ -115,6 +115,20 @@ def real_store(args: argparse.Namespace, tmp: Path) -> Path:
     return store
 
 
+def _valid_cells(grid: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``(d, ny, nx)`` grid as float32 rows ``(ny·nx, d)``, which rows are valid, and for each
+    valid cell the index (from ``offset``) of its right-hand neighbour (left on the last column;
+    itself when that one is NaN): the perturbed-cell queries."""
+    d, ny, nx = grid.shape
+    flat = grid.reshape(d, -1).T.astype(np.float32)
+    valid = np.isfinite(flat).all(1)
+    position = np.full(ny * nx, -1, np.int64)
+    position[valid] = np.arange(valid.sum()) + offset
+    r, c = np.divmod(np.flatnonzero(valid), nx)
+    right = position[r * nx + np.where(c + 1 < nx, c + 1, c - 1)]
+    return flat, valid, np.where(right >= 0, right, position[r * nx + c])
+
+
 def real_vectors(store: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Unit vectors of a store's valid cells, the index of each one's right (else left)
     neighbour, and the store's root settings."""
@@ -122,15 +136,8 @@ def real_vectors(store: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
     vectors, neighbours, offset = [], [], 0
     for name in store_groups(store):
-        grid = open_store(store, group=name).values.astype(np.float32)
-        d, ny, nx = grid.shape
-        flat = grid.reshape(d, -1).T
-        valid = np.isfinite(flat).all(1)
-        position = np.full(ny * nx, -1, np.int64)
-        position[valid] = np.arange(valid.sum()) + offset
-        r, c = np.divmod(np.flatnonzero(valid), nx)
-        right = position[r * nx + np.where(c + 1 < nx, c + 1, c - 1)]
-        neighbours.append(np.where(right >= 0, right, position[r * nx + c]))
+        flat, valid, right = _valid_cells(open_store(store, group=name).values, offset)
+        neighbours.append(right)
         vectors.append(flat[valid])
         offset += int(valid.sum())
     x = np.concatenate(vectors)
@@ -548,14 +555,8 @@ def quantisation(args: argparse.Namespace, tmp: Path) -> None:
         c, r = ~box.transform * (xs.ravel(), ys.ravel())
         r = np.clip(r.astype(int), 0, truth.shape[0] - 1)
         c = np.clip(c.astype(int), 0, truth.shape[1] - 1)
-        d, ny, nx = grid.shape
-        flat = grid.values.reshape(d, -1).T.astype(np.float32)
-        valid = np.isfinite(flat).all(1)
-        position = np.full(ny * nx, -1, np.int64)
-        position[valid] = np.arange(valid.sum()) + offset
-        rr, cc = np.divmod(np.flatnonzero(valid), nx)
-        right = position[rr * nx + np.where(cc + 1 < nx, cc + 1, cc - 1)]
-        neighbours.append(np.where(right >= 0, right, position[rr * nx + cc]))
+        flat, valid, right = _valid_cells(grid.values, offset)
+        neighbours.append(right)
         cells.append(flat[valid])
         truths.append(truth[r, c][valid])
         offset += int(valid.sum())
