@@ -5,11 +5,13 @@ On a scene of a synthetic world (a centre crop of about ``--chips`` chips), meas
 
 - ``raster.geobind.embed(model)`` chips/s, the file read included, vs the bare encoder forward
   (``model["sat"]._run``) over the same chips in the same batches, prepared beforehand.
-  Target: ≥ 0.9. Timed separately, the two move with the machine's load; so the same ratio is
+  Target: ≥ 0.95. Timed separately, the two move with the machine's load; so the same ratio is
   also measured inside one ``embed()`` call: the share of its wall time spent in the encoder's
   forward (the rest is reading, chip preparation and assembling the grid). Target: ≥ 0.95.
 - the same vs the naive way: one ``rasterio`` window read and one ``model["sat"].embed(chip)``
-  per grid cell (``--naive`` of them, scaled per chip). Target: ≥ 3×. All three are timed
+  per grid cell (``--naive`` of them, scaled per chip). Target: ≥ 2× (this 2-core CPU's ceiling
+  is 2–3.6× on the demo model, ~1.3–1.5× on ViT-B/32: a batch-1 forward costs little more per
+  chip than a batched one; the team's decision is to keep it there). All three are timed
   best of ``--repeat``, interleaved.
 - a second ``raster.geobind.similarity(...)`` on the same raster (a new text) vs the first, which
   reads and embeds the crop: the accessor keeps the grid it embedded. Target: ≥ 50×.
@@ -194,9 +196,9 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
         f"{float(np.abs(first - values[:, rows[0], cols[0]]).max()):.1e}"
     )
     rows_out = [
-        ("embed() vs bare forward", r_pipe, r_bare, "chips/s", 0.9),
+        ("embed() vs bare forward", r_pipe, r_bare, "chips/s", 0.95),
         ("forward share of embed()", float(np.median(shares)), 1.0, "share", 0.95),
-        ("embed() vs naive window loop", r_pipe, r_naive, "chips/s", 3.0),
+        ("embed() vs naive window loop", r_pipe, r_naive, "chips/s", 2.0),
     ]
     return rows_out, notes
 

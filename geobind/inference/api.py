@@ -29,6 +29,7 @@ grid is released with the raster (when Python frees it). ``cache=False`` opts ou
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 import zlib
@@ -130,10 +131,19 @@ def _checksum(values: Any) -> int:
 
 
 def _fingerprint(arr: Any) -> tuple:
-    """What an embedding reads from a raster, summarised: pixels (crc32, ~4 GB/s), coordinates,
-    attrs and nodata. Equal fingerprints mean the cached grid is the raster's."""
-    data = arr.data if arr.chunks is not None else None
-    pixels = data.name if data is not None else _checksum(arr.values)
+    """What an embedding reads from a raster, summarised: pixels, coordinates, attrs and nodata.
+    Equal fingerprints mean the cached grid is the raster's.
+
+    Pixels are a dask array's name, a local file's size and modification time for a raster read
+    lazily from it (not loaded yet: its coordinates say which window; pixels changed in memory
+    load it), else their crc32 (~4 GB/s)."""
+    if arr.chunks is not None:
+        pixels = arr.data.name
+    elif not arr._in_memory and os.path.isfile(source := str(arr.encoding.get("source", ""))):
+        stat = os.stat(source)
+        pixels = (source, stat.st_size, stat.st_mtime_ns)
+    else:
+        pixels = _checksum(arr.values)
     coords = tuple((name, _checksum(c.values), repr(c.attrs)) for name, c in arr.coords.items())
     return (
         arr.dims,
@@ -192,15 +202,15 @@ def _kept_grid(
         *(settings[k] for k in ("encoder", "chip_size", "stride", "nodata_fraction", "gsd")),
         None if bands is None else tuple(int(b) for b in bands),
     )
-    fingerprint = _fingerprint(arr)
     entry = _GRIDS.get(id(obj))
-    mine = entry is not None and entry.owner() is obj
+    mine = entry is not None and entry.owner() is obj and entry.key == key
     # callers get shallow copies: accessors they open (``.rio``) then live on the copy, so the
     # kept grid is in no reference cycle and goes the moment its raster does
-    if mine and entry.key == key and entry.fingerprint == fingerprint:
+    if mine and entry.fingerprint == _fingerprint(arr):
         return entry.grid.copy(deep=False)
     grid = embed_raster(arr, model, batch_size=batch_size, progress=progress, **settings)
-    _remember(obj, key, fingerprint, grid.copy(deep=False))
+    # taken after embedding, in the state the next call finds the raster in (loaded or not)
+    _remember(obj, key, _fingerprint(arr), grid.copy(deep=False))
     return grid
 
 

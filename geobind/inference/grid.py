@@ -110,14 +110,14 @@ def embed_pixels(
     windows = view(pixels, (chip, chip), axis=(1, 2))[:, ::stride, ::stride]
     windows = windows.transpose(1, 2, 0, 3, 4)
     masks = None if invalid is None else view(invalid, (chip, chip))[::stride, ::stride]
-    total = -(-rows.size // batch_size)
-    for i in tqdm(range(0, rows.size, batch_size), total=total, disable=not progress,
-                  desc="chips", unit="batch"):  # fmt: skip
-        r, c = rows[i : i + batch_size], cols[i : i + batch_size]
-        x = windows[r, c]  # (batch, bands, chip, chip), a copy
-        ok = None if masks is None else ~masks[r, c]
-        vectors = encoder.embed_pixels(
-            x, ok, nodata_fraction=nodata_fraction, batch_size=batch_size
-        )
-        out[:, r, c] = vectors.T
+    with tqdm(total=rows.size, disable=not progress, desc="chips", unit="chip") as bar:
+        for i in range(0, rows.size, batch_size):
+            r, c = rows[i : i + batch_size], cols[i : i + batch_size]
+            x = windows[r, c]  # (batch, bands, chip, chip), a copy
+            ok = None if masks is None else ~masks[r, c]
+            vectors = encoder.embed_pixels(
+                x, ok, nodata_fraction=nodata_fraction, batch_size=batch_size
+            )
+            out[:, r, c] = vectors.T
+            bar.update(r.size)
     return out

@@ -338,7 +338,8 @@ def embed_raster(
 
     A dask-backed raster gives a dask-backed grid: one task per block of cells (about one raster
     chunk each) reading its pixels with the chip halo; the model travels as its spec and loads
-    once per worker process.
+    once per worker process. A raster read lazily from a file (rioxarray's default) is read in
+    bands of rows, each while the one before is embedded, and is not loaded into memory.
     """
     import rioxarray  # noqa: F401
 
@@ -357,7 +358,10 @@ def embed_raster(
         lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder
     )
     attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
-    if arr.chunks is None:
+    if arr.chunks is None and not arr._in_memory:  # a file read lazily: rows read ahead
+        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
+        data = _embed_streamed(arr, grid, model, lay, args, progress)
+    elif arr.chunks is None:
         full = slice(0, grid.height), slice(0, grid.width)
         data = embed_pixels(
             model[encoder],
@@ -427,6 +431,37 @@ def named_bands(
     return arr.isel({band: [labels.index(name) for name in wanted]}), list(
         range(1, len(wanted) + 1)
     )
+
+
+def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, progress: bool):
+    """The grid of a raster not yet in memory, in bands of cell rows: a thread reads the next
+    band's pixels (GDAL decodes without the GIL) while this one's chips are embedded, so the
+    read overlaps the forward instead of preceding it (demo model, 1,024 chips on 2 cores:
+    0.95 of the bare forward against 0.88 reading first, medians of 7 paired runs), and only
+    two or three bands are in memory at once. A band is at least 8 cell rows (the chip halo
+    read twice is then at most an eighth more at half-chip stride) and four batches."""
+    import contextlib
+
+    from tqdm.auto import tqdm
+
+    from geobind.models.encoders import _background
+
+    (ny, nx), batch_size = grid.shape, args[4]
+    cells = max(8, -(-4 * batch_size // nx))  # cell rows a band
+
+    def bands():
+        for r0 in range(0, ny, cells):
+            rows = slice(r0, min(r0 + cells, ny))
+            wr, wc = grid.window(rows, slice(0, nx))
+            yield rows, wr, wc, read_pixels(arr[:, wr, wc])
+
+    out, ref = np.empty((model.embed_dim, ny, nx), np.float32), ModelRef(model)
+    bar = tqdm(total=ny * nx, disable=not progress, desc="chips", unit="chip")
+    with contextlib.closing(_background(bands(), depth=1)) as blocks, bar:
+        for rows, wr, wc, pixels in blocks:
+            out[:, rows] = _embed_block(pixels, ref, lay, wr, wc, *args)
+            bar.update((rows.stop - rows.start) * nx)
+    return out
 
 
 def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, lay: Layout, args: tuple):

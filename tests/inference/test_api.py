@@ -10,7 +10,7 @@ import weakref
 import geopandas as gpd
 import numpy as np
 import pytest
-import rioxarray  # noqa: F401 - registers .rio
+import rioxarray
 import shapely
 import torch
 import xarray as xr
@@ -360,3 +360,46 @@ def test_a_dask_raster_keeps_its_lazy_grid_until_its_graph_changes(tiny):
     raster[0, 0, 0] = 0  # a new graph: embedded again
     raster.geobind.similarity("a lake", model=tiny, **CACHE_KW)
     assert api._GRIDS[id(raster)].grid is not kept
+
+
+def _tif(path, seed, alpha=True):
+    """An RGBA GeoTIFF (alpha 0 over one corner) of 160 × 200 pixels."""
+    from affine import Affine
+
+    from geobind.georef import GeoBox
+
+    px = np.random.default_rng(seed).integers(1, 255, (4, 160, 200)).astype(np.uint8)
+    px[3] = 255
+    px[3, :50, :60] = 0
+    box = GeoBox((160, 200), Affine(1, 0, 300, 0, -1, 5000), "EPSG:32633")
+    return box.write_geotiff(path, px, photometric="RGB", alpha="YES", tiled=True,
+                             blockxsize=64, blockysize=64, compress="deflate")  # fmt: skip
+
+
+def test_a_raster_read_lazily_from_a_file_is_embedded_as_read_and_stays_unloaded(
+    tiny, forwards, tmp_path
+):
+    tif = _tif(tmp_path / "scene.tif", seed=0)
+    raster = rioxarray.open_rasterio(tif)
+    loaded = rioxarray.open_rasterio(tif).load()
+    kw = {**CACHE_KW, "batch_size": 8}  # several bands of cell rows, read ahead in a thread
+    lake = raster.geobind.similarity("a lake", model=tiny, **kw)
+    want = loaded.geobind.similarity("a lake", model=tiny, **kw)
+    # batches hold other chips than in one block: equal to float32 summation order
+    np.testing.assert_allclose(lake.values, want.values, atol=1e-6, rtol=0)
+    assert np.isnan(lake.values[0, 0]) and not np.isnan(lake.values[-1, -1])  # alpha 0 there
+    np.testing.assert_allclose(
+        raster.geobind.embed(tiny, **kw).values,
+        geobind.embed(loaded, tiny, **kw).values,
+        atol=1e-6,
+        rtol=0,
+    )
+    forwards.take()
+    assert not raster._in_memory  # the grid was kept without loading the raster
+    raster.geobind.similarity("a forest", model=tiny, **kw)
+    assert forwards.take() == 0 and not raster._in_memory
+    # the file rewritten under the same raster object: not served the old grid (what it then
+    # reads is rioxarray's affair: its open file handle may still serve GDAL's cached blocks)
+    _tif(tif, seed=1)
+    raster.geobind.similarity("a lake", model=tiny, **kw)
+    assert forwards.take() > 0
