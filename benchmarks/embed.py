@@ -9,10 +9,10 @@ On a scene of a synthetic world (a centre crop of about ``--chips`` chips), meas
   also measured inside one ``embed()`` call: the share of its wall time spent in the encoder's
   forward (the rest is reading, chip preparation and assembling the grid). Target: ≥ 0.95.
 - the same vs the naive way: one ``rasterio`` window read and one ``model["sat"].embed(chip)``
-  per grid cell (``--naive`` of them, scaled per chip). Target: ≥ 2× (this 2-core CPU's ceiling
-  is 2–3.6× on the demo model, ~1.3–1.5× on ViT-B/32: a batch-1 forward costs little more per
-  chip than a batched one; the team's decision is to keep it there). All three are timed
-  best of ``--repeat``, interleaved.
+  per grid cell (``--naive`` of them, scaled per chip). Target: ≥ 2× (≥ 1.3× with ``--model
+  paper``): this 2-core CPU's ceiling is 2–3.6× on the demo model and ~1.3–1.5× on ViT-B/32, as
+  a batch-1 forward costs little more per chip than a batched one; the team decided to keep it
+  there. All three are timed best of ``--repeat``, interleaved.
 - a second ``raster.geobind.similarity(...)`` on the same raster (a new text) vs the first, which
   reads and embeds the crop: the accessor keeps the grid it embedded. Target: ≥ 50×.
 - ``grid.geobind.similarity("text", model=model)`` on an in-memory grid (``--grid-mib`` of
@@ -191,6 +191,7 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
     finally:
         sat._run = run
     r_pipe, r_bare, r_naive = n / best["pipeline"], n / best["bare"], k / best["naive"]
+    naive_target = 1.3 if args.model == "paper" else 2.0  # the decided ceilings (see above)
     notes.append(
         f"naive loop: {k} chips timed; its first vector vs embed(): max |Δ| "
         f"{float(np.abs(first - values[:, rows[0], cols[0]]).max()):.1e}"
@@ -198,7 +199,7 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
     rows_out = [
         ("embed() vs bare forward", r_pipe, r_bare, "chips/s", 0.95),
         ("forward share of embed()", float(np.median(shares)), 1.0, "share", 0.95),
-        ("embed() vs naive window loop", r_pipe, r_naive, "chips/s", 2.0),
+        ("embed() vs naive window loop", r_pipe, r_naive, "chips/s", naive_target),
     ]
     return rows_out, notes
 
