@@ -683,8 +683,8 @@ def search_cmd(
 ) -> None:
     """Find the cells of a whole store most like a query: polygons in EPSG:4326, best first.
 
-    The index of a store in an object store is read from a local cache (GEOBIND_CACHE_DIR,
-    default ~/.cache/geobind): only the index files that changed are downloaded."""
+    The index of a store in an object store is read from a local cache (GEOBIND_CACHE, default
+    ~/.cache/huggingface/geobind): only the index files that changed are downloaded."""
     from geobind.inference.search import search
 
     hits = search(

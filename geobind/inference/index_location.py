@@ -4,9 +4,9 @@ A store in a local folder keeps its index in ``STORE/_index/`` and it is read in
 in an object store (``s3://``, ``gs://``, ``az://``, ``memory://``) keeps the same files as
 objects under ``STORE/_index/``; faiss and the memory-mapped re-ranking copy read them from a
 local cache, ``<cache>/index/<store name>-<hash of its URL and endpoint>/_index/``, where
-``<cache>`` is ``GEOBIND_CACHE_DIR``, else ``$XDG_CACHE_HOME/geobind``, else
-``~/.cache/geobind``. Next to the files, ``.objects.json`` records the ETag of the object each
-was downloaded from.
+``<cache>`` is geobind's cache folder (``GEOBIND_CACHE``, else ``$HF_HOME/geobind``: see
+:func:`~geobind.models.pretrained.geobind_cache_dir`). Next to the files, ``.objects.json``
+records the ETag of the object each was downloaded from.
 
 **Reading.** Opening the index reads ``index.json`` when its ETag changed, lists ``_index/``
 once, and downloads only the files whose object changed (or that the cache lacks); each
@@ -36,38 +36,24 @@ from typing import Any
 from geobind.errors import InputDataError, StoreError
 from geobind.inference.store.location import StoreLocation, store_location
 
-__all__ = ["INDEX_DIR", "IndexLocation", "cache_dir"]
+__all__ = ["INDEX_DIR", "IndexLocation"]
 
 INDEX_DIR = "_index"  # group names never start with "_" (metadata._group_name)
 _RECORD = ".objects.json"  # in a cache folder: the ETag of the object each file came from
 _CHUNK = 8 << 20  # bytes a download streams at a time
 
 
-def cache_dir() -> Path:
-    """The folder geobind caches files in: ``GEOBIND_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/geobind``, else ``~/.cache/geobind``.
-
-    Example:
-        >>> getfixture("monkeypatch").setenv("GEOBIND_CACHE_DIR", "/tmp/geobind-cache")
-        >>> str(cache_dir())
-        '/tmp/geobind-cache'
-    """
-    given = os.environ.get("GEOBIND_CACHE_DIR")
-    if given:
-        return Path(given).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "geobind"
-
-
 def _cache_folder(store: StoreLocation) -> Path:
     """A store's own folder in the cache: its name and a hash of its URL and endpoint."""
+    from geobind.models.pretrained import geobind_cache_dir  # geobind.models imports torch
+
     options = store.options or {}
     endpoint = options.get("endpoint") or options.get("endpoint_url") or options.get("aws_endpoint")
     if endpoint is None and store.kind == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     digest = hashlib.sha256(f"{store.url}\n{endpoint or ''}".encode()).hexdigest()[:16]
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in store.name)[:64]
-    return cache_dir() / "index" / f"{name}-{digest}"
+    return geobind_cache_dir() / "index" / f"{name}-{digest}"
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -44,7 +44,7 @@ def local_store(tiny_world, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch) -> Path:
     """A private cache folder for each test; no index kept open from another test."""
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEOBIND_CACHE", str(tmp_path / "cache"))
     _OPEN.clear()
     return tmp_path / "cache"
 
@@ -134,9 +134,9 @@ def test_second_search_uses_the_cache_and_changed_objects_are_downloaded(
     local_store, s3, tmp_path, cache, monkeypatch
 ):
     url = upload(local_store, f"{s3.url}/world.zarr")
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(tmp_path / "builder"))
+    monkeypatch.setenv("GEOBIND_CACHE", str(tmp_path / "builder"))
     build_index(url, kind="ivfpq", nlist=64, pq=16)  # another machine builds it
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(cache))
+    monkeypatch.setenv("GEOBIND_CACHE", str(cache))
     q = vectors(local_store)[0][None]
     first = search_vectors(url, q, 10)
     files = cached(cache)
@@ -155,9 +155,9 @@ def test_second_search_uses_the_cache_and_changed_objects_are_downloaded(
     assert place.sync({"faiss.index": None}) == [] and place.downloads == 0
 
     # the store's index is rebuilt (other settings) elsewhere: the changed objects come down
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(tmp_path / "builder"))
+    monkeypatch.setenv("GEOBIND_CACHE", str(tmp_path / "builder"))
     build_index(url, kind="ivfpq", nlist=32, pq=16, rebuild=True)
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(cache))
+    monkeypatch.setenv("GEOBIND_CACHE", str(cache))
     assert open_index(url).params["nlist"] == 32  # no _OPEN.clear(): index.json's ETag changed
     now = cached(cache)
     assert set(now) == set(files)
@@ -178,9 +178,9 @@ def test_builder_keeps_what_it_uploaded(local_store, s3, cache):
 def test_appended_group_on_s3_is_indexed(tiny_world, s3, cache, monkeypatch):
     url = f"{s3.url}/s.zarr"
     embed_to_zarr(tiny_world.scenes["alpha"], url, model="tiny", stride=8)
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(cache.with_name("builder")))
+    monkeypatch.setenv("GEOBIND_CACHE", str(cache.with_name("builder")))
     build_index(url)
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(cache))  # the appending job: an empty cache
+    monkeypatch.setenv("GEOBIND_CACHE", str(cache))  # the appending job: an empty cache
     embed_to_zarr(tiny_world.scenes["beta"], url, model="tiny", stride=8)  # updates the index
     assert not store_location(url).exists(LEASE_NAME)
     # the update read only faiss.index of the index (not alpha's re-ranking copy)
@@ -190,7 +190,7 @@ def test_appended_group_on_s3_is_indexed(tiny_world, s3, cache, monkeypatch):
         "groups/1.f32",
         "index.json",
     ]
-    monkeypatch.setenv("GEOBIND_CACHE_DIR", str(cache.with_name("reader")))
+    monkeypatch.setenv("GEOBIND_CACHE", str(cache.with_name("reader")))
     assert open_index(url).groups == ["alpha", "beta"]
     cell = open_store(url, group="beta")[:, 7, 9].values.astype(np.float32)
     hits = search(url, vector=cell / np.linalg.norm(cell), k=5)
