@@ -22,7 +22,8 @@ and GeoPandas objects (one-line wrappers over them). Each takes the object to wo
 ``classify`` or ``plot`` embed the raster once. A later model that carries the same satellite
 encoder (a later training stage) reuses the grid. A checksum of the raster's pixels (and of its
 coordinates, attrs, CRS and nodata) is compared on each call, so a raster modified in place is
-embedded again (on a dask-backed raster the graph's name stands for its pixels; its cached grid is
+embedded again (for a raster read lazily from a file, not loaded, the file's size and mtime stand
+for its pixels; on a dask-backed raster the graph's name does, and its cached grid is
 lazy, so each query computes it again: persist it, or embed into Zarr, to compute it once). The
 grid is released with the raster (when Python frees it). ``cache=False`` opts out.
 """
