@@ -6,7 +6,8 @@ defaults below), and measures, in one run: loader throughput (chips/s through th
 DataLoader), the chips/s one training step of the satellite encoder consumes (forward + InfoNCE +
 backward + AdamW), their ratio (target ≥ 5×), and one step's time split into data / forward /
 backward+optimizer. The same loader rates for the world exported as pair datasets (the
-hub's parquet layout and WebDataset shards, each shuffled by row group / shard as training does).
+hub's parquet layout and WebDataset shards, each shuffled by row group / shard and fetched a
+batch at a time, as training does).
 
     python benchmarks/training.py --world WORLD [--preset demo] [--batch-size 64] [--steps 20]
 """
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from geobind.demo import DEMO_PRESETS
+
+#: A loader should read at least this many times the chips/s one training step consumes.
+TARGET = 5.0
 
 
 def main() -> None:
@@ -106,7 +110,9 @@ def main() -> None:
     )
     print(f"training step (forward + backward + AdamW): {demand:.0f} chips/s")
     for what, rate in loader_rates.items():
-        print(f"loader, {what}: {rate:.0f} chips/s  ->  {rate / demand:.1f}x the step's demand")
+        verdict = "ok" if rate / demand >= TARGET else f"NO (target {TARGET:g}x)"
+        print(f"loader, {what}: {rate:.0f} chips/s  ->  {rate / demand:.1f}x the step's demand  "
+              f"{verdict}")  # fmt: skip
     total = t_data + t_fwd + t_bwd
     print(
         f"step split: data {100 * t_data / total:.0f}%  forward {100 * t_fwd / total:.0f}%  "

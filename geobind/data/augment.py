@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["HAZE", "Augmented", "Draw", "apply", "draw", "draw_for"]
+__all__ = ["HAZE", "Augmented", "Draw", "apply", "apply_batch", "draw", "draw_for", "orient"]
 
 #: The haze colour ``haze_jitter`` blends chips towards (in [0, 1] units, every band).
 HAZE = 0.75
@@ -145,10 +146,66 @@ def apply(image: np.ndarray, d: Draw, invalid: np.ndarray | None = None) -> np.n
         np.clip(image, 0.0, 1.0, out=image)
         if invalid is not None:
             image[:, invalid] = 0.0
+    return orient(image, d)
+
+
+def orient(image: np.ndarray, d: Draw) -> np.ndarray:
+    """``d``'s flips and turns of a ``(..., H, W)`` chip, as a view (no pixel is copied).
+
+    Example:
+        >>> import numpy as np
+        >>> orient(np.arange(4).reshape(1, 2, 2), Draw(flip_lr=True)).tolist()
+        [[[1, 0], [3, 2]]]
+    """
     if d.flip_lr:
-        image = image[:, :, ::-1]
+        image = image[..., :, ::-1]
     if d.flip_ud:
-        image = image[:, ::-1, :]
+        image = image[..., ::-1, :]
     if d.turns:
-        image = np.rot90(image, d.turns, axes=(1, 2))
+        image = np.rot90(image, d.turns, axes=(-2, -1))
     return image
+
+
+def apply_batch(
+    images: np.ndarray, draws: Sequence[Draw | None], invalid: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`apply` on a ``(B, bands, H, W)`` float32 batch, chip ``k`` by ``draws[k]``
+    (``None``: left as it is): bitwise the chips :func:`apply` gives, one at a time.
+
+    The radiometry runs on the whole batch at once (a chip's gains and haze become a row of
+    ``(B, bands)`` factors); the flips and turns are views copied once into the output.
+    ``images`` may be overwritten; ``invalid`` is ``(B, H, W)`` or ``None``.
+
+    Example:
+        >>> import numpy as np
+        >>> d = draw(seed=0, epoch=0, index=1, jitter_px=0, bands=3, gain_jitter=0.1)
+        >>> x = np.random.default_rng(0).random((2, 3, 4, 4), np.float32)
+        >>> one = apply(x[0].copy(), d)
+        >>> out = apply_batch(x.copy(), [d, None])
+        >>> np.array_equal(out[0], one), np.array_equal(out[1], x[1])
+        (True, True)
+    """
+    if len(draws) != len(images):
+        raise ValueError(f"{len(images)} chips but {len(draws)} draws")
+    jitter = [k for k, d in enumerate(draws) if d is not None and d.gains is not None]
+    if jitter:
+        every = len(jitter) == len(images)
+        sub = images if every else images[jitter]
+        haze = np.array([draws[k].haze for k in jitter], np.float32)
+        gains = np.stack([draws[k].gains for k in jitter]) * (1 - haze)[:, None]
+        sub *= gains[:, :, None, None]  # in place: the same float32 rounding as apply's
+        sub += (haze * np.float32(HAZE))[:, None, None, None]
+        np.clip(sub, 0.0, 1.0, out=sub)
+        if invalid is not None:
+            sub[np.broadcast_to((invalid if every else invalid[jitter])[:, None], sub.shape)] = 0.0
+        if every:
+            images = sub
+        else:
+            images[jitter] = sub
+    turned = [k for k, d in enumerate(draws) if d and (d.flip_lr or d.flip_ud or d.turns)]
+    if not turned:
+        return images
+    out = np.empty_like(images)
+    for k, d in enumerate(draws):  # each chip copied once, turned or not
+        out[k] = orient(images[k], d) if d else images[k]
+    return out

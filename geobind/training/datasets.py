@@ -122,3 +122,21 @@ class Anchored(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.base[i]
         return {"input": item[self.key], "anchor": self.anchors[i], "index": i}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Items ``indices`` at once (a DataLoader's batched fetch), through the base dataset's
+        own ``__getitems__`` when it has one (pair chips: one batch of decoding and
+        augmentation).
+
+        Example:
+            >>> import torch
+            >>> ds = Anchored([{"image": torch.zeros(2)}, {"image": torch.ones(2)}], torch.eye(2))
+            >>> [item["anchor"].tolist() for item in ds.__getitems__([1, 0])]
+            [[0.0, 1.0], [1.0, 0.0]]
+        """
+        many = getattr(self.base, "__getitems__", None)
+        items = many(list(indices)) if many else [self.base[i] for i in indices]
+        return [
+            {"input": item[self.key], "anchor": self.anchors[i], "index": i}
+            for item, i in zip(items, indices, strict=True)
+        ]

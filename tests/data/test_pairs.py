@@ -184,3 +184,116 @@ def test_hub_structs_and_metadata_match_the_published_layout(exported):
         "metadata.json",
     ]
     assert set(meta) == {"latitude", "longitude", "date_taken"}
+
+
+# -- the batched fetch (DataLoader's ``__getitems__``): the per-chip chips, bitwise -------------
+@pytest.mark.parametrize("layout", ["webdataset", "soundingearth-hub"])
+@pytest.mark.parametrize(
+    "augment",
+    [{}, {"augment": True}, {"augment": True, "gain_jitter": 0.15, "haze_jitter": 0.25}],
+    ids=["plain", "flips-turns-jitter", "radiometric"],
+)
+@pytest.mark.parametrize("gsd", [1.0, 0.5], ids=["no-resize", "resize"])
+def test_batched_fetch_equals_the_per_chip_items(exported, layout, augment, gsd):
+    pairs = open_pairs(exported[layout], gsd=gsd)
+    chips = PairChips(pairs, chip_size=32, model_gsd=1.0, out_size=32, **augment, seed=4)
+    chips.set_epoch(2)
+    order = list(PairSampler(pairs, shuffle=True, seed=1))[:40]
+    batch = chips.__getitems__(order)
+    assert [b["index"] for b in batch] == order
+    for item, i in zip(batch, order, strict=True):
+        assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+        assert torch.equal(item["image"], chips[i]["image"]), i
+    if not augment:  # no augmentation: the stored crop, scaled (and resized) only
+        image = batch[0]["image"].numpy()
+        raw = chips.raw(order[0])[0]
+        if gsd == 1.0:
+            np.testing.assert_array_equal(image, raw.astype(np.float32) / np.float32(255))
+        assert image.min() >= 0 and image.max() <= 1
+
+
+def test_dataloader_batches_and_anchored_pairs_use_the_batched_fetch(exported, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from geobind.training.datasets import Anchored
+
+    pairs = open_pairs(exported["soundingearth-hub"], gsd=1.0)
+    chips = PairChips(pairs, chip_size=32, model_gsd=1.0, augment=True, gain_jitter=0.1)
+    anchored = Anchored(chips, torch.randn(len(chips), 4))
+    sampler = PairSampler(pairs, shuffle=True)
+    calls = []
+    batched = PairChips.__getitems__
+    monkeypatch.setattr(
+        PairChips, "__getitems__", lambda s, idx: calls.append(idx) or batched(s, idx)
+    )
+    loader = DataLoader(anchored, batch_size=16, sampler=sampler)
+    got = next(iter(loader))
+    first = list(sampler)[:16]
+    assert calls == [first] and got["index"].tolist() == first
+    expected = torch.stack([chips[i]["image"] for i in first])
+    assert torch.equal(got["input"], expected) and torch.equal(
+        got["anchor"], anchored.anchors[first]
+    )
+
+
+def test_apply_batch_is_apply_per_chip():
+    from geobind.data import augment
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 3, 8, 8), np.float32)
+    invalid = rng.random((6, 8, 8)) < 0.2
+    radiometric = {"gain_jitter": 0.2, "haze_jitter": 0.3}
+    draws = [
+        augment.draw(
+            seed=1, epoch=0, index=k, jitter_px=2, bands=3, **(radiometric if k % 3 else {})
+        )
+        for k in range(5)
+    ] + [None]  # a mix: radiometric or not, and one chip left alone
+    out = augment.apply_batch(x.copy(), draws, invalid)
+    for k, d in enumerate(draws):
+        one = x[k] if d is None else augment.apply(x[k].copy(), d, invalid[k])
+        np.testing.assert_array_equal(out[k], one)
+    assert out.dtype == np.float32
+    same = augment.apply_batch(x.copy(), [None] * 6)  # nothing to do: the chips as they were
+    np.testing.assert_array_equal(same, x)
+    with pytest.raises(ValueError, match="6 chips but 2 draws"):
+        augment.apply_batch(x, draws[:2])
+
+
+def test_jpeg_decoding_gives_pils_pixels_and_refuses_broken_bytes():
+    from PIL import Image
+
+    from geobind.data.pairs import _decode_image
+
+    rng = np.random.default_rng(0)
+    px = np.cumsum(rng.integers(0, 40, (37, 53, 3)), axis=1).astype(np.uint8)
+    for mode, options in [("RGB", {}), ("RGB", {"subsampling": 0}), ("L", {}), ("CMYK", {}),
+                          ("RGB", {"progressive": True, "quality": 60})]:  # fmt: skip
+        buffer = io.BytesIO()
+        Image.fromarray(px).convert(mode).save(buffer, "JPEG", **options)
+        with Image.open(io.BytesIO(buffer.getvalue())) as im:
+            expected = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+        got = _decode_image(buffer.getvalue(), "test image")
+        assert got.dtype == np.uint8 and got.shape == (3, 37, 53)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{mode} {options}")
+    truncated = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    with pytest.raises(BadSampleError, match="cannot decode the test image"):
+        _decode_image(truncated, "test image")
+
+
+def test_webdataset_members_are_read_at_their_offsets_or_through_tarfile(exported, tmp_path):
+    import gzip
+
+    src = exported["webdataset"] / "val-000000.tar"
+    plain = open_pairs(src)
+    assert (plain.table["sat_offset"] > 0).all()
+    with tarfile.open(src) as tar:
+        for i in (0, len(plain) - 1):
+            row = plain.table.iloc[i]
+            assert plain._bytes(i, "sat") == tar.extractfile(row["sat_member"]).read()
+            assert plain._bytes(i, "item") == tar.extractfile(row["item_member"]).read()
+    packed = tmp_path / "val-000000.tar"  # gzip inside a .tar name: no offsets, tarfile reads
+    packed.write_bytes(gzip.compress(src.read_bytes()))
+    zipped = open_pairs(packed)
+    assert (zipped.table["sat_offset"] == -1).all()
+    np.testing.assert_array_equal(zipped.overhead(3), plain.overhead(3))
