@@ -306,7 +306,12 @@ def main() -> None:
     # which consumes geobind's register-on-import hook and leaves xarray without ``.geobind``.
     import rioxarray
 
-    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads")
+    from geobind._heap import keep_heap
+
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads; "
+        f"glibc heap kept between forwards: {keep_heap()} (GEOBIND_MALLOC=default: not)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = _scene(args, Path(tmp))
         model = _load_model(args.model)

@@ -435,31 +435,43 @@ def named_bands(
 
 def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, progress: bool):
     """The grid of a raster not yet in memory, in bands of cell rows: a thread reads the next
-    band's pixels (GDAL decodes without the GIL) while this one's chips are embedded, so the
-    read overlaps the forward instead of preceding it (demo model, 1,024 chips on 2 cores:
-    0.95 of the bare forward against 0.88 reading first, medians of 7 paired runs), and only
-    two or three bands are in memory at once. A band is at least 8 cell rows (the chip halo
-    read twice is then at most an eighth more at half-chip stride) and four batches."""
+    band's pixels and dataset mask (GDAL decodes without the GIL) while this one's chips are
+    embedded, so the read overlaps the forward instead of preceding it (demo model, 1,024 chips
+    on 2 cores: 0.95 of the bare forward against 0.88 reading first, medians of 7 paired runs),
+    and only two or three bands are in memory at once. The first band is one batch of chips (the
+    read nothing overlaps is short); the others at least 8 cell rows (the chip halo read twice
+    is then at most an eighth more at half-chip stride) and four batches."""
     import contextlib
 
     from tqdm.auto import tqdm
 
     from geobind.models.encoders import _background
 
-    (ny, nx), batch_size = grid.shape, args[4]
-    cells = max(8, -(-4 * batch_size // nx))  # cell rows a band
+    chip, stride, nodata_fraction, bands, batch_size, encoder = args
+    ny, nx = grid.shape
+    first, cells = -(-batch_size // nx), max(8, -(-4 * batch_size // nx))  # cell rows a band
+    starts = [0, *range(first, ny, cells)] if first < ny else [0]
 
-    def bands():
-        for r0 in range(0, ny, cells):
-            rows = slice(r0, min(r0 + cells, ny))
-            wr, wc = grid.window(rows, slice(0, nx))
-            yield rows, wr, wc, read_pixels(arr[:, wr, wc])
+    def read():
+        for r0, r1 in zip(starts, [*starts[1:], ny], strict=True):
+            wr, wc = grid.window(slice(r0, r1), slice(0, nx))
+            yield slice(r0, r1), read_pixels(arr[:, wr, wc]), dataset_mask(lay, wr, wc)
 
-    out, ref = np.empty((model.embed_dim, ny, nx), np.float32), ModelRef(model)
+    out = np.empty((model.embed_dim, ny, nx), np.float32)
     bar = tqdm(total=ny * nx, disable=not progress, desc="chips", unit="chip")
-    with contextlib.closing(_background(bands(), depth=1)) as blocks, bar:
-        for rows, wr, wc, pixels in blocks:
-            out[:, rows] = _embed_block(pixels, ref, lay, wr, wc, *args)
+    with contextlib.closing(_background(read(), depth=1)) as blocks, bar:
+        for rows, pixels, valid in blocks:
+            out[:, rows] = embed_pixels(
+                model[encoder],
+                pixels,
+                chip=chip,
+                stride=stride,
+                nodata=lay.nodata,
+                valid=valid,
+                nodata_fraction=nodata_fraction,
+                bands=bands,
+                batch_size=batch_size,
+            )
             bar.update((rows.stop - rows.start) * nx)
     return out
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from geobind._hashing import sha256_file
+from geobind._heap import keep_heap
 from geobind._version import __version__
 from geobind.errors import InputDataError, ModelFileError, OutputExistsError
 from geobind.models.encoders import AudioEncoder, Encoder, GroundEncoder, SatEncoder, TextEncoder
@@ -177,6 +178,7 @@ class GeoBind(nn.Module):
 
     def __init__(self, config: dict[str, Any], encoders: Mapping[str, Encoder]):
         super().__init__()
+        keep_heap()  # CPU forwards reuse freed activations instead of faulting pages in again
         self.config = config
         self.encoders = nn.ModuleDict(dict(encoders))
         self.weights_sha256: str | None = None
