@@ -437,7 +437,8 @@ def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, p
     """The grid of a raster not yet in memory, in bands of cell rows: a thread reads the next
     band's pixels and dataset mask (GDAL decodes without the GIL) while this one's chips are
     embedded, so the read overlaps the forward instead of preceding it (demo model, 1,024 chips
-    on 2 cores: 0.95 of the bare forward against 0.88 reading first, medians of 7 paired runs),
+    on 2 cores, glibc's default heap: 0.95 of the bare forward against 0.88 reading first,
+    medians of 7 paired runs),
     and only two or three bands are in memory at once. The first band is one batch of chips (the
     read nothing overlaps is short); the others at least 8 cell rows (the chip halo read twice
     is then at most an eighth more at half-chip stride) and four batches."""
