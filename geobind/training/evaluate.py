@@ -131,7 +131,7 @@ def evaluate(
             "evaluate one source: a synthetic world (data / --world), a pair dataset (--pairs) "
             "or GeoTIFF scenes with manifests (--scenes with --ground-manifest/--audio-manifest)"
         )
-    sources = {}
+    sources, opened = {}, None  # opened: a pair dataset, indexed once
     if data is not None:
         from geobind.synth import load_world
 
@@ -142,9 +142,9 @@ def evaluate(
     elif pairs is not None:
         from geobind.data.pairs import open_pairs
 
-        kind = open_pairs(pairs, format=pairs_format).kind
-        sources = {kind: TrainConfig(pairs=str(pairs), pairs_format=pairs_format,
-                                     pairs_gsd=pairs_gsd)}  # fmt: skip
+        opened = open_pairs(pairs, format=pairs_format, gsd=pairs_gsd)
+        sources = {opened.kind: TrainConfig(pairs=str(pairs), pairs_format=pairs_format,
+                                            pairs_gsd=pairs_gsd)}  # fmt: skip
     else:
         for kind, manifest in (("ground", ground_manifest), ("audio", audio_manifest)):
             if manifest is not None:
@@ -163,7 +163,7 @@ def evaluate(
     for kind, cfg in sources.items():
         if kind == "audio" and "audio" not in model.modalities:
             continue
-        pairs_ = paired_data(cfg, model, kind, split)
+        pairs_ = paired_data(cfg, model, kind, split, pairs=opened)
         sat = anchor_embeddings(model["sat"], pairs_.chips, batch_size)
         other = model[kind].embed(pairs_.items, batch_size=batch_size, progress=progress)
         embedded[kind] = (pairs_, sat, other)

@@ -83,7 +83,7 @@ def _chip_args(model: Any, cfg: Any | None, encoder: str = "sat") -> dict[str, A
 
 
 def paired_data(
-    cfg: Any, model: Any, kind: str, split: str, *, augment: bool = False
+    cfg: Any, model: Any, kind: str, split: str, *, augment: bool = False, pairs: Any = None
 ) -> PairedData:
     """The ``split`` samples of ``cfg``'s data for a stage pairing chips with ``kind`` items.
 
@@ -94,6 +94,8 @@ def paired_data(
         kind: ``"ground"`` (photos) or ``"audio"``.
         split: ``"train"``, ``"val"`` or ``"test"``.
         augment: augmented chips (training), as ``cfg`` says.
+        pairs: ``cfg.pairs`` already opened (:func:`~geobind.data.pairs.open_pairs` with its
+            format and GSD), so that its index is not read again.
 
     Raises:
         InputDataError: no data given, a split without samples, a pair dataset of another kind.
@@ -102,7 +104,7 @@ def paired_data(
     if kind == "coarse":
         return _from_coarse_twin(cfg, model, split, augment)
     if getattr(cfg, "pairs", None):
-        return _from_pairs(cfg, model, kind, split, chip_args)
+        return _from_pairs(cfg, model, kind, split, chip_args, pairs)
     return _from_scenes(cfg, model, kind, split, chip_args)
 
 
@@ -163,10 +165,11 @@ def _decodable(pairs: Any) -> tuple[list[int], int]:
     return sorted(good), bad
 
 
-def _from_pairs(cfg, model, kind, split, chip_args) -> PairedData:
+def _from_pairs(cfg, model, kind, split, chip_args, pairs=None) -> PairedData:
     from geobind.data.pairs import PairChips, open_pairs
 
-    pairs = open_pairs(cfg.pairs, format=cfg.pairs_format, gsd=cfg.pairs_gsd)
+    if pairs is None:
+        pairs = open_pairs(cfg.pairs, format=cfg.pairs_format, gsd=cfg.pairs_gsd)
     if pairs.kind != kind:
         raise InputDataError(
             f"{cfg.pairs} pairs overhead images with {pairs.kind} items; this stage needs "

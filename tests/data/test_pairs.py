@@ -82,9 +82,20 @@ def test_pair_chips_equal_the_scene_chips_and_give_the_same_metrics(
     a = anchor_embeddings(tiny["sat"], from_pairs.chips)
     b = anchor_embeddings(tiny["sat"], from_scenes.chips)[order]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    import geobind.data.pairs as pairs_module
     from geobind.training.evaluate import evaluate
 
-    by_pairs = evaluate(tiny, pairs=exported["manifest"], pairs_gsd=1.0, split="train")
+    opened = []
+    real_open = pairs_module.open_pairs
+
+    def counted(*args, **kwargs):
+        opened.append(args)
+        return real_open(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pairs_module, "open_pairs", counted)
+        by_pairs = evaluate(tiny, pairs=exported["manifest"], pairs_gsd=1.0, split="train")
+    assert len(opened) == 1  # the pair dataset is indexed once
     assert by_pairs["sat→ground"]["model"]["gallery_size"] == len(keys)
     assert "untrained" in by_pairs["sat→ground"] and "random" in by_pairs["ground→sat"]
     # the same points through the scene path: the same numbers (tolerance: float rounding)
