@@ -67,7 +67,6 @@ old index (and the store) as they were.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -83,7 +82,7 @@ import numpy as np
 from geobind._hashing import sha256_file
 from geobind._version import __version__
 from geobind.errors import IndexMismatchError, IndexNotFoundError, InputDataError
-from geobind.inference.index_location import IndexLocation
+from geobind.inference.index_location import IndexLocation, write_json
 from geobind.inference.index_open import (
     _COPIES,
     _GROUP_SHIFT,
@@ -319,12 +318,6 @@ def _read_group(root: IndexLocation, name: str, dim: int, dtype: str = "float16"
 # -- files ---------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _write_group_files(
     folder: Path, number: int, chunks, dtype: str = "float16"
 ) -> tuple[int, int, dict[str, dict[str, Any]]]:
@@ -417,7 +410,7 @@ def _save(index: Any, folder: Path, meta: dict[str, Any]) -> None:
     }
     meta["memory_bytes"] = _memory_bytes(index)
     meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    _write_json(folder / "index.json", meta)
+    write_json(folder / "index.json", meta)
 
 
 def _index_groups(

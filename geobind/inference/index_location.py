@@ -36,7 +36,7 @@ from typing import Any
 from geobind.errors import InputDataError, StoreError
 from geobind.inference.store.location import StoreLocation, store_location
 
-__all__ = ["INDEX_DIR", "IndexLocation"]
+__all__ = ["INDEX_DIR", "IndexLocation", "write_json"]
 
 INDEX_DIR = "_index"  # group names never start with "_" (metadata._group_name)
 _RECORD = ".objects.json"  # in a cache folder: the ETag of the object each file came from
@@ -56,7 +56,15 @@ def _cache_folder(store: StoreLocation) -> Path:
     return geobind_cache_dir() / "index" / f"{name}-{digest}"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a per-process temporary file, replaced).
+
+    Example:
+        >>> path = getfixture("tmp_path") / "index.json"
+        >>> write_json(path, {"cells": 3})
+        >>> json.loads(path.read_text())
+        {'cells': 3}
+    """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
@@ -256,7 +264,7 @@ class IndexLocation:
     def _save_record(self, record: dict[str, Any], folder: Path | None = None) -> None:
         folder = folder or self.folder
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / _RECORD, record)
+        write_json(folder / _RECORD, record)
 
     def forget(self, names: Iterable[str]) -> None:
         """Mark cached files as not the store's (about to be rewritten locally): a later
