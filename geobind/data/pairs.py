@@ -648,22 +648,12 @@ class PairChips(Augmented):
         return self._crop(self.pairs.overhead(i))[[b - 1 for b in self.bands]], None
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Chip ``i`` as ``{"image": (bands, out_size, out_size) float32 tensor, "index": i}``."""
-        import torch
-
-        from geobind.data import augment as _augment
-        from geobind.data.chips import resize, to_unit
-
-        d = _augment.draw_for(self, i) if self.augment else None
-        crop = self._crop(self.pairs.overhead(i), d.shift if d else (0, 0))
-        image = resize(to_unit(crop[[b - 1 for b in self.bands]], None, self.scale)[None],
-                       self.out_size)[0]  # fmt: skip
-        if d is not None:
-            image = _augment.apply(image, d)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image)), "index": i}
+        """Chip ``i`` as ``{"image": (bands, out_size, out_size) float32 tensor, "index": i}``
+        (a batch of one of :meth:`__getitems__`: one path for both)."""
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Chips ``indices`` at once, as :meth:`__getitem__` gives them one by one (bitwise).
+        """Chips ``indices`` at once, each bitwise what it is in any other batch (one by one too).
 
         A DataLoader fetches a batch through this: each image is decoded and cropped, then the
         chips of one crop size are scaled, resized and augmented as one planar batch
