@@ -96,7 +96,9 @@ def embed_pixels(
         raise BandsError(bands, pixels.shape[0])
     grid = ChipGrid(pixels.shape[1], pixels.shape[2], chip=chip, stride=stride)
     ny, nx = grid.shape
-    pixels = pixels[[b - 1 for b in bands]]
+    picked = [b - 1 for b in bands]  # consecutive bands (most often): a view, not a copy
+    consecutive = picked == list(range(picked[0], picked[0] + len(picked)))
+    pixels = pixels[picked[0] : picked[0] + len(picked)] if consecutive else pixels[picked]
     invalid = invalid_mask(pixels, nodata, valid)
     if invalid is not None and not invalid.any():
         invalid = None  # no summed-area table to build (20 ms per megapixel)

@@ -9,6 +9,7 @@ was mostly nodata.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from geobind.errors import InputDataError
+from geobind.errors import BandsError, InputDataError
 from geobind.georef import ChipGrid, GeoBox, cell_polygons
 from geobind.inference.context import ModelRef, resolve_model
 from geobind.inference.grid import embed_pixels
@@ -209,14 +210,15 @@ def dataset_mask(lay: Layout, rows: slice, cols: slice) -> np.ndarray | None:
     """
     if lay.source is None or not os.path.isfile(lay.source):
         return None
+    stat = os.stat(lay.source)
+    if not _file_has_mask(lay.source, stat.st_mtime_ns, stat.st_size):
+        return None  # most files: no open per band of a streamed raster
     import rasterio
     from rasterio.windows import Window
 
-    from geobind.data.chips import has_dataset_mask, read_dataset_mask
+    from geobind.data.chips import read_dataset_mask
 
     with rasterio.open(lay.source) as src:
-        if not has_dataset_mask(src):
-            return None
         col, row = ~src.transform * (lay.transform.c, lay.transform.f)
         same_res = np.allclose(tuple(src.transform)[:6:4], tuple(lay.transform)[:6:4], rtol=1e-9)
         if not same_res or abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
@@ -224,6 +226,17 @@ def dataset_mask(lay: Layout, rows: slice, cols: slice) -> np.ndarray | None:
         r0, c0 = round(row) + rows.start, round(col) + cols.start
         window = Window(c0, r0, cols.stop - cols.start, rows.stop - rows.start)
         return read_dataset_mask(src, window)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_has_mask(path: str, mtime_ns: int, size: int) -> bool:
+    """Whether the file at ``path`` (as of its mtime and size) has an alpha band or mask."""
+    import rasterio
+
+    from geobind.data.chips import has_dataset_mask
+
+    with rasterio.open(path) as src:
+        return has_dataset_mask(src)
 
 
 def plan_grid(
@@ -286,7 +299,8 @@ def model_chip_grid(
 def grid_dataarray(
     data: Any, grid: ChipGrid, crs: Any, *, dims: tuple[str, str] = ("y", "x"), attrs=None
 ) -> xr.DataArray:
-    """Wrap ``(embed_dim, rows, cols)`` data (numpy or dask) as a georeferenced grid."""
+    """Wrap ``(embed_dim, rows, cols)`` data (numpy or dask) as a georeferenced grid, without
+    copying it."""
     import rioxarray  # noqa: F401 - registers .rio
 
     y, x = grid.coords()
@@ -297,8 +311,10 @@ def grid_dataarray(
         name=EMBEDDING,
         attrs=dict(attrs or {}),
     )
-    out = out.rio.write_transform(grid.transform)
-    return out.rio.write_crs(crs) if crs is not None else out
+    out.rio.write_transform(grid.transform, inplace=True)  # in place: ``data`` is not copied
+    if crs is not None:
+        out.rio.write_crs(crs, inplace=True)
+    return out
 
 
 def _embed_block(
@@ -357,11 +373,11 @@ def embed_raster(
     grid = model_chip_grid(
         lay.geobox, model, chip_size=chip_size, stride=stride, gsd=gsd, encoder=encoder
     )
-    attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
+    args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
     if arr.chunks is None and not arr._in_memory:  # a file read lazily: rows read ahead
-        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
-        data = _embed_streamed(arr, grid, model, lay, args, progress)
-    elif arr.chunks is None:
+        return _embed_streamed(arr, grid, model, lay, args, progress)
+    attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
+    if arr.chunks is None:
         full = slice(0, grid.height), slice(0, grid.width)
         data = embed_pixels(
             model[encoder],
@@ -376,7 +392,6 @@ def embed_raster(
             progress=progress,
         )
     else:
-        args = (grid.chip, grid.stride, nodata_fraction, bands, batch_size, encoder)
         data = _embed_lazily(arr.data, grid, ModelRef(model), model.embed_dim, lay, args)
     return grid_dataarray(data, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
 
@@ -435,13 +450,13 @@ def named_bands(
 
 def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, progress: bool):
     """The grid of a raster not yet in memory, in bands of cell rows: a thread reads the next
-    band's pixels and dataset mask (GDAL decodes without the GIL) while this one's chips are
-    embedded, so the read overlaps the forward instead of preceding it (demo model, 1,024 chips
-    on 2 cores, glibc's default heap: 0.95 of the bare forward against 0.88 reading first,
-    medians of 7 paired runs),
-    and only two or three bands are in memory at once. The first band is one batch of chips (the
-    read nothing overlaps is short); the others at least 8 cell rows (the chip halo read twice
-    is then at most an eighth more at half-chip stride) and four batches."""
+    band's pixels (the encoder's bands only) and dataset mask (GDAL decodes without the GIL)
+    while this one's chips are embedded, so the read overlaps the forward instead of preceding
+    it (demo model, 1,024 chips on 2 cores, glibc's default heap: 0.95 of the bare forward
+    against 0.88 reading first, medians of 7 paired runs), and only two or three bands are in
+    memory at once. The first band is one batch of chips, and the output grid is built while it
+    is read; the other bands are at least 8 cell rows (the chip halo read twice is then at most
+    an eighth more at half-chip stride) and four batches."""
     import contextlib
 
     from tqdm.auto import tqdm
@@ -449,6 +464,12 @@ def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, p
     from geobind.models.encoders import _background
 
     chip, stride, nodata_fraction, bands, batch_size, encoder = args
+    sat = model[encoder]
+    bands = list(bands or sat.bands)
+    if max(bands) > arr.shape[0] or min(bands) < 1:
+        raise BandsError(bands, arr.shape[0])
+    low, high = min(bands), max(bands)  # only these bands are read
+    bands = [b - low + 1 for b in bands]
     ny, nx = grid.shape
     first, cells = -(-batch_size // nx), max(8, -(-4 * batch_size // nx))  # cell rows a band
     starts = [0, *range(first, ny, cells)] if first < ny else [0]
@@ -456,25 +477,28 @@ def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, p
     def read():
         for r0, r1 in zip(starts, [*starts[1:], ny], strict=True):
             wr, wc = grid.window(slice(r0, r1), slice(0, nx))
-            yield slice(r0, r1), read_pixels(arr[:, wr, wc]), dataset_mask(lay, wr, wc)
+            yield slice(r0, r1), read_pixels(arr[low - 1 : high, wr, wc]), dataset_mask(lay, wr, wc)
 
-    out = np.empty((model.embed_dim, ny, nx), np.float32)
-    bar = tqdm(total=ny * nx, disable=not progress, desc="chips", unit="chip")
-    with contextlib.closing(_background(read(), depth=1)) as blocks, bar:
-        for rows, pixels, valid in blocks:
-            out[:, rows] = embed_pixels(
-                model[encoder],
-                pixels,
-                chip=chip,
-                stride=stride,
-                nodata=lay.nodata,
-                valid=valid,
-                nodata_fraction=nodata_fraction,
-                bands=bands,
-                batch_size=batch_size,
-            )
-            bar.update((rows.stop - rows.start) * nx)
-    return out
+    with contextlib.closing(_background(read(), depth=1)) as blocks:  # reading starts now
+        out = np.empty((model.embed_dim, ny, nx), np.float32)  # the grid wraps it: filled below
+        attrs = grid_attrs(model, grid, encoder, nodata_fraction=nodata_fraction)
+        result = grid_dataarray(out, grid, lay.crs, dims=(lay.y, lay.x), attrs=attrs)
+        bar = tqdm(total=ny * nx, disable=not progress, desc="chips", unit="chip")
+        with bar:
+            for rows, pixels, valid in blocks:
+                out[:, rows] = embed_pixels(
+                    sat,
+                    pixels,
+                    chip=chip,
+                    stride=stride,
+                    nodata=lay.nodata,
+                    valid=valid,
+                    nodata_fraction=nodata_fraction,
+                    bands=bands,
+                    batch_size=batch_size,
+                )
+                bar.update((rows.stop - rows.start) * nx)
+    return result
 
 
 def _embed_lazily(pixels, grid: ChipGrid, ref: ModelRef, dim: int, lay: Layout, args: tuple):

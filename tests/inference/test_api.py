@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 
 import geobind
-from geobind.errors import InputDataError, ModelMismatchError
+from geobind.errors import BandsError, InputDataError, ModelMismatchError
 from geobind.inference import api
 
 
@@ -403,3 +403,12 @@ def test_a_raster_read_lazily_from_a_file_is_embedded_as_read_and_stays_unloaded
     _tif(tif, seed=1)
     raster.geobind.similarity("a lake", model=tiny, **kw)
     assert forwards.take() > 0
+    for bands in ([3, 2, 1], [2, 3, 4], [2, 2, 2]):  # only bands 1-3 / 2-4 / 2 are read
+        np.testing.assert_allclose(
+            geobind.embed(rioxarray.open_rasterio(tif), tiny, bands=bands, **kw).values,
+            geobind.embed(rioxarray.open_rasterio(tif).load(), tiny, bands=bands, **kw).values,
+            atol=1e-6,
+            rtol=0,
+        )
+    with pytest.raises(BandsError, match=r"bands \[3, 4, 5\].*has 4 band"):
+        geobind.embed(rioxarray.open_rasterio(tif), tiny, bands=[3, 4, 5], **kw)

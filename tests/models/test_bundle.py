@@ -206,6 +206,25 @@ def test_prefetch_thread_stops_when_the_consumer_stops():
         list(_background(broken()))
 
 
+def test_prefetch_starts_at_once_and_stops_unread():
+    import threading
+
+    from geobind.models.encoders import _background
+
+    started = threading.Event()
+
+    def produce():
+        started.set()  # runs before anything is asked for: the read overlaps the caller's work
+        yield from range(100)
+
+    before = threading.active_count()
+    items = _background(produce(), depth=1)
+    assert started.wait(5)
+    items.close()  # never iterated: the thread still ends
+    assert threading.active_count() == before
+    assert list(items) == []  # closed: nothing more comes
+
+
 def test_encoder_inputs_edge_cases(tiny, tmp_path):
     import soundfile as sf
 
