@@ -430,13 +430,16 @@ class SatEncoder(Encoder):
         ``x * scale + shift`` is ``(x / divisor - mean) / std``; made once per device, divisor and
         mean/std (0.15 ms a batch otherwise)."""
         key = (str(device), float(divisor), tuple(self.mean), tuple(self.std))
-        cache = self._standardisation_cache
-        if key not in cache:
-            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-            cache.clear()  # one entry: the model's device and the rasters' dtype change rarely
-            cache[key] = mean, std, 1.0 / (divisor * std), -mean / std
-        return cache[key]
+        entry = self._standardisation_cache.get(key)
+        if entry is None:
+            with torch.inference_mode(False):  # usable outside inference mode too
+                mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+                std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+                entry = mean, std, 1.0 / (divisor * std), -mean / std
+            if len(self._standardisation_cache) >= 8:  # devices and dtypes change rarely
+                self._standardisation_cache.clear()
+            self._standardisation_cache[key] = entry
+        return entry
 
     def normalize(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Resize and standardise chips already scaled to [0, 1] (``(B, 3, H, W)``).
