@@ -81,6 +81,25 @@ def _rates(bare, pipeline, n: int, repeat: int = 5) -> tuple[float, float]:
     return best[0], best[1]
 
 
+def _prepared(enc, items: list, batch_size: int) -> list:
+    """``items`` preprocessed batch by batch, before any clock starts."""
+    return [enc.prepare(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def _bare_and_pipeline(enc, forward, items, prepared, batch_size: int, repeat: int = 5):
+    """Best-of items/s of ``forward`` over the ``prepared`` batches and of ``enc.embed(items)``."""
+
+    def bare():
+        with torch.inference_mode():
+            for x in prepared:
+                forward(x)
+
+    def pipeline():
+        enc.embed(items, batch_size=batch_size)
+
+    return _rates(bare, pipeline, len(items), repeat)
+
+
 def bench(arch: str, n: int, batch_size: int) -> list[tuple]:
     cfg = get_preset(arch) if arch != "paper" else _paper_architecture()
     model = GeoBind.from_config(cfg).eval()
@@ -96,19 +115,8 @@ def bench(arch: str, n: int, batch_size: int) -> list[tuple]:
                     for i in range(0, len(items), batch_size)
                 ]
             else:
-                prepared = [
-                    enc.prepare(items[i : i + batch_size]) for i in range(0, len(items), batch_size)
-                ]
-
-            def bare(enc=enc, prepared=prepared):
-                with torch.inference_mode():
-                    for x in prepared:
-                        enc(x)
-
-            def pipeline(enc=enc, items=items):
-                enc.embed(items, batch_size=batch_size)
-
-            r_bare, r_pipe = _rates(bare, pipeline, len(items))
+                prepared = _prepared(enc, items, batch_size)
+            r_bare, r_pipe = _bare_and_pipeline(enc, enc, items, prepared, batch_size)
             rows.append((arch, modality, len(items), r_pipe, r_bare, r_pipe / r_bare))
     return rows
 
@@ -209,19 +217,8 @@ def bench_published(names: list[str], n: int, batch_size: int, repeat: int = 5) 
             "text": (text, texts, text.text),  # open_clip's own forward: all 77 positions
         }
         for modality, (enc, items, tower) in cases.items():
-            prepared = [
-                enc.prepare(items[i : i + batch_size]) for i in range(0, len(items), batch_size)
-            ]
-
-            def bare(tower=tower, prepared=prepared):
-                with torch.inference_mode():
-                    for x in prepared:
-                        tower(x)
-
-            def pipeline(enc=enc, items=items):
-                enc.embed(items, batch_size=batch_size)
-
-            r_bare, r_pipe = _rates(bare, pipeline, len(items), repeat)
+            prepared = _prepared(enc, items, batch_size)
+            r_bare, r_pipe = _bare_and_pipeline(enc, tower, items, prepared, batch_size, repeat)
             with torch.inference_mode():
                 x = prepared[0]
                 got = enc.embed(items[: len(x)], batch_size=batch_size)
