@@ -70,7 +70,8 @@ def _background(produce: Iterator[Any], depth: int = 2) -> _Prefetch:
 
 
 class _Prefetch:
-    """The iterator :func:`_background` returns."""
+    """The iterator :func:`_background` returns. The thread holds the queue and the stop flag,
+    not this object: one dropped without ``close()`` is collected, and its thread then ends."""
 
     _done = object()
 
@@ -81,29 +82,33 @@ class _Prefetch:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._work, args=(produce,), daemon=True, name="geobind-prefetch"
+            target=_Prefetch._work,
+            args=(produce, self._queue, self._stop),
+            daemon=True,
+            name="geobind-prefetch",
         )
         self._thread.start()
 
-    def _put(self, message: tuple[Any, BaseException | None]) -> None:
+    @staticmethod
+    def _work(produce: Iterator[Any], q: Any, stop: Any) -> None:
         import queue
 
-        while not self._stop.is_set():
-            try:
-                self._queue.put(message, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        def put(message: tuple[Any, BaseException | None]) -> None:
+            while not stop.is_set():
+                try:
+                    q.put(message, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
 
-    def _work(self, produce: Iterator[Any]) -> None:
         try:
             for item in produce:
-                self._put((item, None))
-                if self._stop.is_set():
+                put((item, None))
+                if stop.is_set():
                     return
-            self._put((self._done, None))
+            put((_Prefetch._done, None))
         except BaseException as err:  # handed to the consumer, raised there
-            self._put((self._done, err))
+            put((_Prefetch._done, err))
 
     def __iter__(self) -> _Prefetch:
         return self
@@ -129,6 +134,9 @@ class _Prefetch:
                 self._queue.get_nowait()
             except queue.Empty:
                 self._thread.join(0.05)
+
+    def __del__(self) -> None:
+        self._stop.set()  # the thread's next put (at most 0.1 s away) sees it and ends
 
 
 def text_forward(text: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

@@ -224,6 +224,13 @@ def test_prefetch_starts_at_once_and_stops_unread():
     assert threading.active_count() == before
     assert list(items) == []  # closed: nothing more comes
 
+    items = _background(produce(), depth=1)
+    next(items)
+    thread = items._thread
+    del items  # dropped unclosed: collected, and its thread ends
+    thread.join(5)
+    assert not thread.is_alive()
+
 
 def test_encoder_inputs_edge_cases(tiny, tmp_path):
     import soundfile as sf
