@@ -174,7 +174,7 @@ def bench_embed(path: Path, model, args: argparse.Namespace) -> tuple[list[tuple
             ]
 
         first = naive(cells[:1])[0].numpy()[0]  # warm-up, and a correctness check
-        # Interleaved best-of, so that machine noise hits all three alike.
+        # Interleaved best-of, so that machine noise hits all four alike.
         runs = {"pipeline": pipeline, "in memory": in_memory, "bare": bare, "naive": naive}
         best = dict.fromkeys(runs, math.inf)
         for _ in range(args.repeat):
