@@ -70,6 +70,21 @@ class BandsError(InputDataError):
             "for a single-band raster)"
         )
 
+    @classmethod
+    def check(cls, bands: Sequence[int], count: int, *, where: str = "the raster") -> None:
+        """Raise this error unless every one of ``bands`` (1-based) is one of ``count`` bands.
+
+        Example:
+            >>> BandsError.check([1, 2, 3], 4)
+            >>> try:
+            ...     BandsError.check([0, 1, 2], 4)
+            ... except BandsError as err:
+            ...     err.bands, err.count
+            ([0, 1, 2], 4)
+        """
+        if max(bands) > count or min(bands) < 1:
+            raise cls(bands, count, where=where)
+
     def __reduce__(self):  # pickles (e.g. from a dask worker) through __init__'s arguments
         return functools.partial(type(self), where=self.where), (self.bands, self.count)
 

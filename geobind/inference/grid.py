@@ -92,8 +92,7 @@ def embed_pixels(
     if not 0 <= nodata_fraction <= 1:
         raise InputDataError(f"nodata_fraction must be in [0, 1]; got {nodata_fraction}")
     bands = list(bands or encoder.bands)
-    if max(bands) > pixels.shape[0] or min(bands) < 1:
-        raise BandsError(bands, pixels.shape[0])
+    BandsError.check(bands, pixels.shape[0])
     grid = ChipGrid(pixels.shape[1], pixels.shape[2], chip=chip, stride=stride)
     ny, nx = grid.shape
     picked = [b - 1 for b in bands]  # consecutive bands (most often): a view, not a copy

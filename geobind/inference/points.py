@@ -57,8 +57,7 @@ def read_chips(
     from geobind.inference.raster import dataset_mask, read_pixels
 
     arr, lay = band_pixels(raster)
-    if max(bands) > arr.shape[0] or min(bands) < 1:
-        raise BandsError(bands, arr.shape[0])
+    BandsError.check(bands, arr.shape[0])
     arr = arr.isel({arr.dims[0]: [b - 1 for b in bands]})
     masked = dataset_mask(lay, slice(0, 1), slice(0, 1)) is not None  # alpha or internal mask
     rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)

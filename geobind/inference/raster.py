@@ -466,8 +466,7 @@ def _embed_streamed(arr, grid: ChipGrid, model: Any, lay: Layout, args: tuple, p
     chip, stride, nodata_fraction, bands, batch_size, encoder = args
     sat = model[encoder]
     bands = list(bands or sat.bands)
-    if max(bands) > arr.shape[0] or min(bands) < 1:
-        raise BandsError(bands, arr.shape[0])
+    BandsError.check(bands, arr.shape[0])
     low, high = min(bands), max(bands)  # only these bands are read
     bands = [b - low + 1 for b in bands]
     ny, nx = grid.shape

@@ -110,8 +110,7 @@ def _plan_scenes(sources, model, settings, stored_groups, bands) -> list[_Scene]
             stride=settings["stride"],
             gsd=settings["gsd"],
         )
-        if max(bands) > file.count or min(bands) < 1:
-            raise BandsError(bands, file.count, where=source.label)
+        BandsError.check(bands, file.count, where=source.label)
         scenes.append(_Scene(name, source.identity, file, grid, source))
     return scenes
 
