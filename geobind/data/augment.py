@@ -138,15 +138,11 @@ def apply(image: np.ndarray, d: Draw, invalid: np.ndarray | None = None) -> np.n
 
     Each band is multiplied by its gain, then the chip is blended towards :data:`HAZE` with the
     haze weight and clipped to [0, 1]; ``invalid`` pixels (``(H, W)``) stay 0. The shift is the
-    caller's (it moves the read window).
+    caller's (it moves the read window). The chip is a batch of one of :func:`apply_batch`
+    (``image`` itself is left as it is).
     """
-    if d.gains is not None:
-        haze = np.float32(d.haze)
-        image = image * (d.gains[:, None, None] * (1 - haze)) + haze * np.float32(HAZE)
-        np.clip(image, 0.0, 1.0, out=image)
-        if invalid is not None:
-            image[:, invalid] = 0.0
-    return orient(image, d)
+    batch = image[None].copy() if d.gains is not None else image[None]  # apply_batch writes
+    return apply_batch(batch, [d], None if invalid is None else invalid[None])[0]
 
 
 def orient(image: np.ndarray, d: Draw) -> np.ndarray:
@@ -169,8 +165,9 @@ def orient(image: np.ndarray, d: Draw) -> np.ndarray:
 def apply_batch(
     images: np.ndarray, draws: Sequence[Draw | None], invalid: np.ndarray | None = None
 ) -> np.ndarray:
-    """:func:`apply` on a ``(B, bands, H, W)`` float32 batch, chip ``k`` by ``draws[k]``
-    (``None``: left as it is): bitwise the chips :func:`apply` gives, one at a time.
+    """``d``'s radiometry, flips and turns (see :func:`apply`) on a ``(B, bands, H, W)`` float32
+    batch, chip ``k`` by ``draws[k]`` (``None``: left as it is); a chip does not depend on the
+    batch it comes in.
 
     The radiometry runs on the whole batch at once (a chip's gains and haze become a row of
     ``(B, bands)`` factors); the flips and turns are views copied once into the output.
@@ -193,7 +190,7 @@ def apply_batch(
         sub = images if every else images[jitter]
         haze = np.array([draws[k].haze for k in jitter], np.float32)
         gains = np.stack([draws[k].gains for k in jitter]) * (1 - haze)[:, None]
-        sub *= gains[:, :, None, None]  # in place: the same float32 rounding as apply's
+        sub *= gains[:, :, None, None]  # in place, in float32
         sub += (haze * np.float32(HAZE))[:, None, None, None]
         np.clip(sub, 0.0, 1.0, out=sub)
         if invalid is not None:

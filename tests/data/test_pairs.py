@@ -264,6 +264,11 @@ def test_apply_batch_is_apply_per_chip():
     for k, d in enumerate(draws):
         one = x[k] if d is None else augment.apply(x[k].copy(), d, invalid[k])
         np.testing.assert_array_equal(out[k], one)
+        if d is not None and d.gains is not None:  # the radiometry, written out
+            want = np.clip(x[k] * d.gains[:, None, None] * (1 - d.haze) + d.haze * augment.HAZE,
+                           0, 1)  # fmt: skip
+            want[:, invalid[k]] = 0
+            np.testing.assert_allclose(out[k], augment.orient(want, d), rtol=0, atol=1e-6)
     assert out.dtype == np.float32
     same = augment.apply_batch(x.copy(), [None] * 6)  # nothing to do: the chips as they were
     np.testing.assert_array_equal(same, x)
